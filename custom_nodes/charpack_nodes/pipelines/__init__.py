@@ -1,0 +1,1 @@
+"""THE single source of truth for the pipeline (standard library only)."""

@@ -1,0 +1,97 @@
+"""The one exception hierarchy of the orchestrator.
+
+Every message says what is wrong and how to fix it. The CLI prints ``str(error)`` and exits
+with ``error.exit_code``; nothing here logs or prints.
+
+    CharpackError
+    ├── PackError                 the pack file or its files are wrong (before anything is sent)
+    ├── ValidationError           a graph fails static validation against object_info
+    ├── ServerUnavailable         a server cannot be reached / answers 5xx / proxy timeout
+    ├── AuthError                 a server (or its proxy) refused our credentials
+    ├── PromptRejected            POST /prompt answered 400 or 200 with node_errors
+    ├── ExecutionFailed           the server ran the prompt and a node raised
+    ├── JobLost                   the server no longer knows a prompt (restart)
+    ├── TimeoutExceeded           a bounded wait ran out
+    └── PodError                  RunPod API / pod lifecycle problems
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+
+class CharpackError(Exception):
+    """Base of every error charpack raises on purpose."""
+
+    exit_code = 1
+
+
+class PackError(CharpackError):
+    """A pack file is malformed or refers to something missing.
+
+    ``problems`` holds one line per problem, each naming the file, the field and the fix.
+    """
+
+    exit_code = 2
+
+    def __init__(self, problems: Sequence[str] | str) -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class ValidationError(CharpackError):
+    """A graph does not fit a server's (or the recorded) ``/object_info``."""
+
+    exit_code = 2
+
+    def __init__(self, findings: Sequence[str]) -> None:
+        self.findings = list(findings)
+        super().__init__("\n".join(self.findings))
+
+
+class ServerUnavailable(CharpackError):
+    """A ComfyUI server cannot be reached or answered with a server-side failure."""
+
+    exit_code = 3
+
+
+class AuthError(CharpackError):
+    """A server or its auth proxy refused the request (401/403)."""
+
+    exit_code = 3
+
+
+class PromptRejected(CharpackError):
+    """ComfyUI refused a workflow; ``node_messages`` maps node id to readable messages."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, node_messages: Mapping[str, Sequence[str]] | None = None):
+        self.node_messages = {k: list(v) for k, v in (node_messages or {}).items()}
+        lines = [message]
+        for node_id, messages in self.node_messages.items():
+            lines.extend(f"  {node_id}: {m}" for m in messages)
+        super().__init__("\n".join(lines))
+
+
+class ExecutionFailed(CharpackError):
+    """A node raised while the server ran the prompt."""
+
+    def __init__(self, message: str, *, node_id: str | None = None, node_type: str | None = None):
+        self.node_id = node_id
+        self.node_type = node_type
+        super().__init__(message)
+
+
+class JobLost(CharpackError):
+    """A submitted prompt is in neither history nor queue (the server restarted)."""
+
+
+class TimeoutExceeded(CharpackError):
+    """A bounded wait ran out."""
+
+
+class PodError(CharpackError):
+    """RunPod API or pod lifecycle problem (missing key, no capacity, health check failed)."""
+
+    exit_code = 4
