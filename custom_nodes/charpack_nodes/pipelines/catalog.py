@@ -76,9 +76,7 @@ LORA_LOADER = NodeSpec(
     _o("MODEL", "CLIP"),
 )
 CLIP_TEXT_ENCODE = NodeSpec("CLIPTextEncode", CORE, ("text", "clip"), _o("CONDITIONING"))
-EMPTY_LATENT = NodeSpec(
-    "EmptyLatentImage", CORE, ("width", "height", "batch_size"), _o("LATENT")
-)
+EMPTY_LATENT = NodeSpec("EmptyLatentImage", CORE, ("width", "height", "batch_size"), _o("LATENT"))
 KSAMPLER = NodeSpec(
     "KSampler",
     CORE,
@@ -102,9 +100,16 @@ LOAD_IMAGE = NodeSpec("LoadImage", CORE, ("image",), _o("IMAGE", "MASK"))
 IMAGE_BATCH = NodeSpec("ImageBatch", CORE, ("image1", "image2"), _o("IMAGE"))
 SAVE_IMAGE = NodeSpec("SaveImage", CORE, ("images", "filename_prefix"), output_node=True)
 PREVIEW_IMAGE = NodeSpec("PreviewImage", CORE, ("images",), output_node=True)
-CONTROLNET_LOADER = NodeSpec(
-    "ControlNetLoader", CORE, ("control_net_name",), _o("CONTROL_NET")
+IMAGE_SCALE = NodeSpec(
+    "ImageScale",
+    CORE,
+    ("image", "upscale_method", "width", "height", "crop"),
+    _o("IMAGE"),
 )
+IMAGE_SCALE_BY = NodeSpec(
+    "ImageScaleBy", CORE, ("image", "upscale_method", "scale_by"), _o("IMAGE")
+)
+CONTROLNET_LOADER = NodeSpec("ControlNetLoader", CORE, ("control_net_name",), _o("CONTROL_NET"))
 CONTROLNET_APPLY = NodeSpec(
     "ControlNetApplyAdvanced",
     CORE,
@@ -113,9 +118,7 @@ CONTROLNET_APPLY = NodeSpec(
     optional_links=("vae",),
 )
 CANNY = NodeSpec("Canny", CORE, ("image", "low_threshold", "high_threshold"), _o("IMAGE"))
-UPSCALE_MODEL_LOADER = NodeSpec(
-    "UpscaleModelLoader", CORE, ("model_name",), _o("UPSCALE_MODEL")
-)
+UPSCALE_MODEL_LOADER = NodeSpec("UpscaleModelLoader", CORE, ("model_name",), _o("UPSCALE_MODEL"))
 IMAGE_UPSCALE_WITH_MODEL = NodeSpec(
     "ImageUpscaleWithModel", CORE, ("upscale_model", "image"), _o("IMAGE")
 )
@@ -267,6 +270,8 @@ ALL: tuple[NodeSpec, ...] = (
     VAE_ENCODE,
     LOAD_IMAGE,
     IMAGE_BATCH,
+    IMAGE_SCALE,
+    IMAGE_SCALE_BY,
     SAVE_IMAGE,
     PREVIEW_IMAGE,
     CONTROLNET_LOADER,
