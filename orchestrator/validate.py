@@ -1,0 +1,122 @@
+"""Static validation of an API-format graph against ``/object_info``: the checks ComfyUI's
+``/prompt`` would make, made before any GPU time is spent, plus a few it does not make (unknown
+input names, which ComfyUI silently ignores, and forbidden node types).
+
+Every finding names the node id, its type, the input and the fix. File-name lists that the
+recording leaves empty (core loaders on a bare server) are not checked here; ``charpack
+preflight`` checks them against a live server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from charpack_nodes.pipelines import catalog, is_link
+
+from .objectinfo import InputSpec, ObjectInfo
+
+# Link types that accept any source type.
+_ANY = {"*"}
+
+
+def validate_graph(graph: Mapping[str, Any], info: ObjectInfo) -> list[str]:
+    """Return findings (empty when the graph would pass the server's validation)."""
+    findings: list[str] = []
+    has_output = False
+    for node_id, node in graph.items():
+        if not isinstance(node, Mapping) or "class_type" not in node:
+            findings.append(f"{node_id}: node has no class_type — every node needs one")
+            continue
+        class_type = str(node["class_type"])
+        where = f"{node_id} ({class_type})"
+        if class_type in catalog.FORBIDDEN:
+            findings.append(f"{where}: {class_type} is never used in charpack graphs — remove it")
+        spec = info.get(class_type)
+        if spec is None:
+            pack = _provider(class_type)
+            findings.append(f"{where}: node type not found in {info.source} — install {pack}")
+            continue
+        has_output = has_output or spec.output_node
+        inputs = node.get("inputs", {})
+        for name, ispec in spec.inputs.items():
+            if name not in inputs:
+                if ispec.required:
+                    findings.append(f"{where}: required input {name!r} is missing — add it")
+                continue
+            findings.extend(_check_value(where, ispec, inputs[name], graph, info))
+        for name in inputs:
+            if name not in spec.inputs:
+                findings.append(
+                    f"{where}: unknown input {name!r} (ComfyUI would ignore it) — "
+                    f"inputs are: {', '.join(spec.inputs)}"
+                )
+    if graph and not has_output:
+        findings.append("graph has no output node — add a save node (CharpackSavePack)")
+    return findings
+
+
+def _provider(class_type: str) -> str:
+    spec = catalog.get(class_type)
+    return f"the {spec.pack} node pack" if spec else "the node pack that provides it"
+
+
+def _check_value(
+    where: str, ispec: InputSpec, value: Any, graph: Mapping[str, Any], info: ObjectInfo
+) -> list[str]:
+    name = ispec.name
+    if is_link(value):
+        return _check_link(where, ispec, value, graph, info)
+    if not ispec.accepts_literal:
+        return [f"{where}: input {name!r} needs a link from a {ispec.type} output, got {value!r}"]
+    if ispec.type == "COMBO":
+        if ispec.choices and value not in ispec.choices:
+            shown = ", ".join(map(str, ispec.choices[:12]))
+            more = " …" if len(ispec.choices) > 12 else ""
+            return [f"{where}: {name}: {value!r} is not one of: {shown}{more}"]
+        return []
+    if ispec.type == "BOOLEAN":
+        if not isinstance(value, bool):
+            return [f"{where}: {name}: must be true or false, got {value!r}"]
+        return []
+    if ispec.type == "STRING":
+        if not isinstance(value, str):
+            return [f"{where}: {name}: must be text, got {value!r}"]
+        return []
+    if ispec.type == "INT" and (isinstance(value, bool) or not isinstance(value, int)):
+        return [f"{where}: {name}: must be a whole number, got {value!r}"]
+    if ispec.type == "FLOAT" and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        return [f"{where}: {name}: must be a number, got {value!r}"]
+    lo, hi = ispec.options.get("min"), ispec.options.get("max")
+    if lo is not None and value < lo:
+        return [f"{where}: {name}: {value!r} is below the minimum {lo} — raise it"]
+    if hi is not None and value > hi:
+        return [f"{where}: {name}: {value!r} is above the maximum {hi} — lower it"]
+    return []
+
+
+def _check_link(
+    where: str, ispec: InputSpec, link: list[Any], graph: Mapping[str, Any], info: ObjectInfo
+) -> list[str]:
+    source_id, index = link
+    source = graph.get(source_id)
+    if source is None:
+        return [f"{where}: input {ispec.name!r} links to node {source_id!r}, which does not exist"]
+    source_info = info.get(str(source.get("class_type")))
+    if source_info is None:
+        return []  # reported on the source node itself
+    if not 0 <= index < len(source_info.outputs):
+        return [
+            f"{where}: input {ispec.name!r} links to output {index} of {source_id} "
+            f"({source_info.class_type}), which has {len(source_info.outputs)} outputs"
+        ]
+    out_type = source_info.outputs[index]
+    want = ispec.type
+    if want in _ANY or out_type in _ANY or want == "COMBO":
+        return []
+    if set(out_type.split(",")).isdisjoint(want.split(",")):
+        return [
+            f"{where}: input {ispec.name!r} expects {want} but {source_id} "
+            f"({source_info.class_type}) output {index} is {out_type}"
+        ]
+    return []
