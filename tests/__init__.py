@@ -1,0 +1,1 @@
+"""charpack test suite (tiers: unit, nodes, server, gpu; see tests/README.md)."""
