@@ -1,0 +1,228 @@
+"""Loading and checking runpod/manifest.toml (standard library only; runs on a bare pod).
+
+Owns the manifest's typed view (`Manifest`, `Model`, `NodePack`, ...) and its validation: every
+problem is collected and reported at once, each naming the key and the fix. It does not touch
+the network or the volume.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - the pod image and the project both run 3.11
+    try:
+        import tomli as tomllib
+    except ImportError as exc:
+        raise SystemExit(
+            "charpack provisioning needs Python 3.11+ (tomllib) or the 'tomli' package: "
+            "run it with python3.11, or `pip install tomli` first"
+        ) from exc
+
+SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
+# Token kinds a model may need, and the environment variable each one is read from.
+TOKEN_ENV = {"hf": "HF_TOKEN", "civitai": "CIVITAI_TOKEN"}
+
+
+class ManifestError(Exception):
+    """The manifest cannot be used; ``problems`` holds one line per problem."""
+
+    def __init__(self, path: Path, problems: list[str]) -> None:
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"manifest {path} is not usable:\n{lines}")
+
+
+@dataclass(frozen=True)
+class NodePack:
+    name: str
+    repo: str
+    commit: str
+    requirements: bool
+
+
+@dataclass(frozen=True)
+class Model:
+    key: str
+    file: str
+    folder: str
+    url: str
+    size: int | None  # exact bytes, checked after download
+    approx_size: int | None  # for the disk budget only
+    sha256: str  # "" when no published value is known
+    licence: str
+    token: str  # "" or a key of TOKEN_ENV
+    pickle_whitelist: bool
+
+    @property
+    def relpath(self) -> str:
+        """Path under ComfyUI/models/."""
+        return f"{self.folder}/{self.file}"
+
+    @property
+    def budget_bytes(self) -> int:
+        return self.size if self.size is not None else (self.approx_size or 0)
+
+    @property
+    def token_env(self) -> str | None:
+        return TOKEN_ENV.get(self.token)
+
+
+@dataclass(frozen=True)
+class Manifest:
+    path: Path
+    raw: dict[str, Any]
+    comfyui_repo: str
+    comfyui_commit: str
+    comfyui_version: str
+    node_packs: tuple[NodePack, ...]
+    models: tuple[Model, ...]
+    pins: tuple[str, ...]
+    build_last: tuple[str, ...]
+    exclude: tuple[str, ...]
+    forbidden: tuple[str, ...]
+    apt: tuple[str, ...]
+    reserve_bytes: int
+    layout: dict[str, str]
+    pod: dict[str, Any]
+
+
+def load_manifest(path: Path) -> Manifest:
+    """Read and validate ``path``; raise `ManifestError` listing every problem."""
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ManifestError(path, ["file not found: pass --manifest PATH"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ManifestError(path, [f"not valid TOML: {exc}"]) from None
+    problems: list[str] = []
+    get = _Getter(raw, problems)
+    if raw.get("schema") != 1:
+        problems.append("schema: expected `schema = 1` at the top")
+    comfy_commit = get.str("comfyui", "commit")
+    if comfy_commit and not COMMIT_RE.match(comfy_commit):
+        problems.append("comfyui.commit: must be a full 40-hex commit id")
+    packs = []
+    for name, table in _tables(raw, "node_packs", problems):
+        commit = str(table.get("commit", ""))
+        if not COMMIT_RE.match(commit):
+            problems.append(f"node_packs.{name}.commit: must be a full 40-hex commit id")
+        if not table.get("repo"):
+            problems.append(f"node_packs.{name}.repo: missing (a git URL)")
+        packs.append(
+            NodePack(name, str(table.get("repo", "")), commit, bool(table.get("requirements")))
+        )
+    models = [_model(key, table, problems) for key, table in _tables(raw, "models", problems)]
+    _check_unique_paths(models, problems)
+    python = raw.get("python", {})
+    layout = {k: str(v) for k, v in raw.get("layout", {}).items()}
+    for name in ("comfyui_dir", "venv_dir", "logs_dir", "state_dir", "repo_dir"):
+        if not _is_relative_clean(layout.get(name, "")):
+            problems.append(f"layout.{name}: must be a relative path inside the volume")
+    reserve_gb = raw.get("volume", {}).get("reserve_gb", 0)
+    if not isinstance(reserve_gb, (int, float)) or reserve_gb < 0:
+        problems.append("volume.reserve_gb: must be a number of GB >= 0")
+        reserve_gb = 0
+    if problems:
+        raise ManifestError(path, problems)
+    return Manifest(
+        path=path,
+        raw=raw,
+        comfyui_repo=get.str("comfyui", "repo"),
+        comfyui_commit=comfy_commit,
+        comfyui_version=get.str("comfyui", "version"),
+        node_packs=tuple(packs),
+        models=tuple(models),
+        pins=tuple(python.get("pins", [])),
+        build_last=tuple(python.get("build_last", [])),
+        exclude=tuple(python.get("exclude", [])),
+        forbidden=tuple(python.get("forbidden", [])),
+        apt=tuple(python.get("apt", [])),
+        reserve_bytes=int(reserve_gb * 1_000_000_000),
+        layout=layout,
+        pod=dict(raw.get("pod", {})),
+    )
+
+
+def _model(key: str, t: dict[str, Any], problems: list[str]) -> Model:
+    where = f"models.{key}"
+    for field in ("file", "folder", "licence"):
+        if not isinstance(t.get(field), str) or not t.get(field):
+            problems.append(f"{where}.{field}: missing")
+    file, folder = str(t.get("file", "")), str(t.get("folder", ""))
+    if file and ("/" in file or file in (".", "..")):
+        problems.append(f"{where}.file: a bare file name, without folders")
+    if folder and not _is_relative_clean(folder):
+        problems.append(f"{where}.folder: a relative folder under ComfyUI/models/, without '..'")
+    size, approx = t.get("size"), t.get("approx_size")
+    if size is None and approx is None:
+        problems.append(f"{where}: give `size` (exact bytes) or `approx_size` (for the budget)")
+    for name, value in (("size", size), ("approx_size", approx)):
+        if value is not None and (not isinstance(value, int) or value <= 0):
+            problems.append(f"{where}.{name}: a positive number of bytes")
+    sha = str(t.get("sha256", ""))
+    if sha and not SHA256_RE.match(sha):
+        problems.append(f'{where}.sha256: 64 lowercase hex characters, or "" when unknown')
+    token = str(t.get("token", ""))
+    if token and token not in TOKEN_ENV:
+        problems.append(f'{where}.token: one of "", {", ".join(map(repr, TOKEN_ENV))}')
+    url = str(t.get("url", ""))
+    if url and not re.match(r"^(https?|file)://", url):
+        problems.append(f'{where}.url: an http(s) URL (or "" when not chosen yet)')
+    return Model(
+        key=key,
+        file=file,
+        folder=folder,
+        url=url,
+        size=size if isinstance(size, int) else None,
+        approx_size=approx if isinstance(approx, int) else None,
+        sha256=sha,
+        licence=str(t.get("licence", "")),
+        token=token,
+        pickle_whitelist=bool(t.get("pickle_whitelist", False)),
+    )
+
+
+def _check_unique_paths(models: list[Model], problems: list[str]) -> None:
+    seen: dict[str, str] = {}
+    for m in models:
+        if m.relpath in seen:
+            problems.append(f"models.{m.key}: same destination as models.{seen[m.relpath]}")
+        seen[m.relpath] = m.key
+
+
+def _tables(raw: dict[str, Any], name: str, problems: list[str]) -> list[tuple[str, Any]]:
+    section = raw.get(name, {})
+    if not isinstance(section, dict):
+        problems.append(f"{name}: must be a table of tables ([{name}.<key>])")
+        return []
+    out = []
+    for key, table in section.items():
+        if not isinstance(table, dict):
+            problems.append(f"{name}.{key}: must be a table")
+            continue
+        out.append((key, table))
+    return out
+
+
+def _is_relative_clean(p: str) -> bool:
+    pp = PurePosixPath(p)
+    return bool(p) and not pp.is_absolute() and ".." not in pp.parts
+
+
+class _Getter:
+    def __init__(self, raw: dict[str, Any], problems: list[str]) -> None:
+        self.raw, self.problems = raw, problems
+
+    def str(self, section: str, key: str) -> str:
+        value = self.raw.get(section, {}).get(key)
+        if not isinstance(value, str) or not value:
+            self.problems.append(f"{section}.{key}: missing")
+            return ""
+        return value
