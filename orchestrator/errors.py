@@ -95,3 +95,15 @@ class PodError(CharpackError):
     """RunPod API or pod lifecycle problem (missing key, no capacity, health check failed)."""
 
     exit_code = 4
+
+
+class ServerConfigError(CharpackError):
+    """A server URL or the credentials for it (environment variables) are malformed."""
+
+    exit_code = 2
+
+
+class MissingOnServer(CharpackError):
+    """The server lacks something a job needs: a model folder, or an output file it reported."""
+
+    exit_code = 2
