@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import secrets
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -19,7 +20,9 @@ from typing import Any
 
 import pytest
 
+from .fake_runpod import FakeRunPod
 from .fixtures_http import FileServer
+from .fixtures_proxy import AuthProxy, ensure_nginx
 
 REPO = Path(__file__).resolve().parents[2]
 PROVISION = REPO / "runpod" / "provision.py"
@@ -209,3 +212,51 @@ def provision(tmp_path: Path, volume: Path) -> Callable[..., ProvisionRun]:
         return ProvisionRun(proc.returncode, proc.stdout, proc.stderr, data)
 
     return run
+
+
+# -- the auth proxy (real nginx via runpod/start.py) and the RunPod API stand-in -------------
+
+
+@pytest.fixture(scope="session")
+def nginx_bin() -> str:
+    return ensure_nginx()
+
+
+@pytest.fixture(scope="session")
+def comfy_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+@pytest.fixture(scope="session")
+def auth_proxy(
+    nginx_bin: str, comfy_server: Any, comfy_token: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[AuthProxy]:
+    """nginx with the token in front of the session's real ComfyUI 0.3.75."""
+    upstream = comfy_server.url.split("://", 1)[1].rstrip("/")
+    proxy = AuthProxy(
+        upstream=upstream, token=comfy_token, root=tmp_path_factory.mktemp("proxy-volume")
+    )
+    try:
+        proxy.wait_ready()
+        yield proxy
+    finally:
+        proxy.stop()
+
+
+@pytest.fixture
+def fake_runpod(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeRunPod]:
+    fake = FakeRunPod(api_key="rp_" + secrets.token_hex(16))
+    # The SDK's own setting for its GraphQL endpoint (runpod/api/graphql.py).
+    monkeypatch.setenv("RUNPOD_API_BASE_URL", fake.url)
+    monkeypatch.setenv("RUNPOD_API_KEY", fake.api_key)
+    for name in (
+        "CHARPACK_COMFY_TOKEN",
+        "CHARPACK_TOKEN",
+        "CIVITAI_TOKEN",
+        "HF_TOKEN",
+        "CHARPACK_RUNPOD_VOLUME_ID",
+        "CHARPACK_RUNPOD_PROXY_URL",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    yield fake
+    fake.close()

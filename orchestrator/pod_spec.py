@@ -1,0 +1,150 @@
+"""What a charpack pod is: its settings from runpod/manifest.toml, its token, its description.
+
+Owns `PodSpec` (what `charpack pod up` creates, read from the manifest's ``[pod]``,
+``[layout]`` and ``[charpack]`` tables plus options), `PodInfo` (one pod as charpack reports
+it) and the ComfyUI token rule shared with ``runpod/start.py``. No network I/O here.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .auth import ServerConfig, _register
+from .errors import PodError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+TOKEN_ENV = "CHARPACK_COMFY_TOKEN"
+CLIENT_TOKEN_ENV = "CHARPACK_TOKEN"  # the client's variable (orchestrator/auth.py) also works
+VOLUME_ENV = "CHARPACK_RUNPOD_VOLUME_ID"
+MANIFEST_ENV = "CHARPACK_POD_MANIFEST"
+PASSED_SECRETS = ("CIVITAI_TOKEN", "HF_TOKEN")  # forwarded so the pod can download models
+TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{32,256}$")  # the same rule as runpod/start.py
+DEFAULT_NAME = "charpack"
+
+
+@dataclass(frozen=True)
+class PodSpec:
+    name: str
+    image: str
+    gpu_type: str
+    cloud_type: str
+    allowed_cuda_versions: tuple[str, ...]
+    container_disk_gb: int
+    volume_mount: str
+    public_port: int
+    repo_dir: str
+    repo_url: str
+    repo_ref: str
+    network_volume_id: str = ""
+    provision_args: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PodInfo:
+    pod_id: str
+    name: str
+    status: str  # RunPod's desiredStatus: RUNNING, EXITED, ...
+    url: str
+    gpu: str | None = None
+    cost_per_hr: float | None = None
+    uptime_s: int | None = None
+    healthy: bool | None = None
+    provision_failures: tuple[str, ...] = field(default_factory=tuple)
+
+    def server(self, *, token: str) -> ServerConfig:
+        """The pod as a ComfyUI server for the client (token as a Bearer header)."""
+        return ServerConfig(
+            url=self.url,
+            headers={"Authorization": f"Bearer {token}"},
+            name=f"pod {self.pod_id}",
+            credential_source=TOKEN_ENV,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "pod_id": self.pod_id,
+            "name": self.name,
+            "status": self.status,
+            "url": self.url,
+            "gpu": self.gpu,
+            "cost_per_hr": self.cost_per_hr,
+            "uptime_s": self.uptime_s,
+            "healthy": self.healthy,
+            "provision_failures": list(self.provision_failures),
+        }
+
+
+def default_manifest_path() -> Path:
+    env = os.environ.get(MANIFEST_ENV, "").strip()
+    return Path(env) if env else Path(__file__).resolve().parents[1] / "runpod" / "manifest.toml"
+
+
+def load_pod_spec(
+    *,
+    manifest_path: Path | None = None,
+    name: str = DEFAULT_NAME,
+    network_volume_id: str | None = None,
+    repo_url: str | None = None,
+    repo_ref: str | None = None,
+    provision_args: tuple[str, ...] = (),
+) -> PodSpec:
+    path = manifest_path or default_manifest_path()
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        pod, layout, repo = raw["pod"], raw["layout"], raw.get("charpack", {})
+        return PodSpec(
+            name=name,
+            image=str(pod["image"]),
+            gpu_type=str(pod["gpu_type"]),
+            cloud_type=str(pod.get("cloud_type", "SECURE")),
+            allowed_cuda_versions=tuple(pod.get("allowed_cuda_versions", ())),
+            container_disk_gb=int(pod.get("container_disk_gb", 30)),
+            volume_mount=str(pod.get("volume_mount", "/workspace")),
+            public_port=int(pod.get("public_port", 8188)),
+            repo_dir=str(layout["repo_dir"]),
+            repo_url=repo_url or str(repo["repo"]),
+            repo_ref=repo_ref or str(repo.get("ref", "main")),
+            network_volume_id=(network_volume_id or os.environ.get(VOLUME_ENV, "")).strip(),
+            provision_args=provision_args,
+        )
+    except FileNotFoundError:
+        raise PodError(
+            f"{path} not found: run charpack from a checkout (pip install -e .) or set "
+            f"{MANIFEST_ENV} to runpod/manifest.toml"
+        ) from None
+    except (KeyError, ValueError, TypeError, tomllib.TOMLDecodeError) as exc:
+        raise PodError(
+            f"{path}: the [pod]/[layout]/[charpack] tables are unusable ({exc})"
+        ) from None
+
+
+def comfy_token_from_env(env: Mapping[str, str] | None = None) -> str:
+    env = os.environ if env is None else env
+    token = env.get(TOKEN_ENV, "").strip()
+    client = env.get(CLIENT_TOKEN_ENV, "").strip()
+    if token and client and token != client:
+        raise PodError(f"{TOKEN_ENV} and {CLIENT_TOKEN_ENV} differ; set only one of them")
+    token = token or client
+    if not TOKEN_RE.match(token):
+        what = (
+            "is not set"
+            if not token
+            else "is too short or has characters other than A-Z a-z 0-9 _ -"
+        )
+        raise PodError(
+            f"{TOKEN_ENV} {what}: the pod's ComfyUI only answers requests carrying it. Create "
+            "one with `python -c 'import secrets; print(secrets.token_urlsafe(32))'` and "
+            f"export {TOKEN_ENV}=<token> (keep it: the pod is created with it)"
+        )
+    _register(token)
+    return token
