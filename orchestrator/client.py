@@ -73,6 +73,7 @@ class ComfyClient:
         connect_timeout: float = 5.0,
         read_timeout: float = 30.0,
         attempts: int = 4,
+        backoff: float = 0.5,
         submit_attempts: int = 3,
         settle_s: float = 1.0,
     ) -> None:
@@ -82,6 +83,7 @@ class ComfyClient:
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
             attempts=attempts,
+            backoff=backoff,
         )
         self.submit_attempts = max(1, submit_attempts)
         self.settle_s = settle_s

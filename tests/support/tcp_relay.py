@@ -232,6 +232,10 @@ class TcpRelay:
         with self._lock:
             listener, self._listener = self._listener, None
         if listener is not None:
+            try:
+                listener.shutdown(socket.SHUT_RDWR)  # wakes the accept loop's blocked accept()
+            except OSError:
+                pass
             listener.close()
 
     def accept(self) -> None:
@@ -265,12 +269,21 @@ class TcpRelay:
             self._links.discard(link)
 
     def _listen(self, port: int) -> socket.socket:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", port))
-        sock.listen(64)
-        sock.settimeout(0.1)
-        return sock
+        deadline = time.monotonic() + 5
+        while True:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                sock.close()
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)  # the old listener is still being released by the kernel
+                continue
+            sock.listen(64)
+            sock.settimeout(0.1)
+            return sock
 
     def _accept_loop(self) -> None:
         while not self._stop.is_set():

@@ -23,8 +23,9 @@ TOKEN = "wire-tok-8d1f0b2a"
 
 
 def _exchange(cfg: ServerConfig) -> tuple[dict[str, object], Status]:
-    with ComfyClient(config=cfg) as client, EventStream(config=cfg) as stream:
-        events = stream.subscribe()
+    stream = EventStream(config=cfg)
+    events = stream.subscribe()  # before start(): the first frame comes right after connecting
+    with ComfyClient(config=cfg) as client, stream:
         stats = client.system_stats()
         first = events.get(timeout=10)
     assert isinstance(first, Status)
