@@ -26,13 +26,13 @@ RGB = tuple[int, int, int]
 
 SCLERA: RGB = (246, 244, 238)
 PUPIL: RGB = (18, 16, 16)
-# Anything the renderer draws besides the eyes stays below this channel minimum, so the detector's
-# "white" class (min channel >= 215, low saturation) only ever sees eyes.
-MAX_NON_EYE_MIN_CHANNEL = 200
+# Anything the renderer draws besides the eyes keeps its lowest channel at or below this, so the
+# detector's "white" class (lowest channel >= 190, low saturation) only ever sees eyes.
+MAX_NON_EYE_MIN_CHANNEL = 165
 SUPERSAMPLE = 3
 
 SKIN_TONES: tuple[RGB, ...] = (
-    (241, 206, 176),
+    (236, 200, 165),
     (229, 184, 150),
     (214, 165, 128),
     (196, 142, 105),
