@@ -140,7 +140,6 @@ def render_nginx(*, token: str, listen: str, upstream: str, run_dir: Path, user:
         "LISTEN": listen,
         "UPSTREAM": upstream,
         "RUN_DIR": str(run_dir),
-        "LOGS_DIR": str(run_dir),  # start.py copies the provisioning report here
         "MAX_BODY": "512m",
         "USER_DIRECTIVE": f"user {user};" if user and os.geteuid() == 0 else "",
     }

@@ -142,7 +142,7 @@ def test_a_prompt_runs_through_the_proxy_and_the_websocket_delivers_its_events(
         f"{auth_proxy.url}/view", params={**image}, headers=_bearer(auth_proxy.token), timeout=60
     )
     assert view.status_code == 200
-    on_server = Path(comfy_server.base) / "output" / image["subfolder"] / image["filename"]
+    on_server = comfy_server.output_dir / image["subfolder"] / image["filename"]
     assert view.content == on_server.read_bytes()
     assert Image.open(io.BytesIO(view.content)).size == (64, 48)
 
