@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,14 @@ import pytest
 from typer.testing import CliRunner
 
 from orchestrator import cli_pod
-from orchestrator.errors import PodError
-from orchestrator.pod import load_pod_spec, pod_session
+from orchestrator.auth import ServerConfig
+from orchestrator.client import ComfyClient
+from orchestrator.client_results import JobStatus
+from orchestrator.client_socket import EventStream
+from orchestrator.client_wait import wait_done
+from orchestrator.errors import AuthError, PodError
+from orchestrator.pod import PodInfo, load_pod_spec, pod_session
+from tests.support.graphs import fresh, invert_graph
 
 from .fake_runpod import FakeRunPod
 from .fixtures_proxy import AuthProxy
@@ -242,3 +249,36 @@ def test_a_manifest_without_pod_settings_is_a_pod_error(tmp_path: Path, monkeypa
     monkeypatch.setenv("CHARPACK_POD_MANIFEST", str(broken))
     with pytest.raises(PodError, match="unusable"):
         load_pod_spec()
+
+
+@pytest.mark.nginx
+@pytest.mark.server
+def test_the_orchestrator_client_runs_a_job_on_the_pod_with_its_token(
+    pod_env: FakeRunPod, auth_proxy: AuthProxy, tmp_path: Path
+):
+    info = PodInfo(
+        **{
+            **as_json(invoke("up", "--json", "--poll-seconds", "0.05"))["pod"],
+            "provision_failures": (),
+        }
+    )
+    server = info.server(token=auth_proxy.token)
+    color, prefix, pid = fresh("pod")
+    with ComfyClient(config=server) as client, EventStream(config=server) as stream:
+        assert stream.wait_connected(30), "the websocket did not connect through the proxy"
+        client.submit(
+            invert_graph(color=color, prefix=prefix), prompt_id=pid, client_id=stream.client_id
+        )
+        result = wait_done(
+            client=client, stream=stream, prompt_id=pid, deadline=time.monotonic() + 120
+        )
+        assert result.status is JobStatus.SUCCESS
+        (ref,) = result.outputs
+        got = client.download(ref, tmp_path / "pack" / "look_001.png")
+    assert got.size > 0 and got.path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    without = ServerConfig(url=info.url, name="no token")
+    with ComfyClient(config=without) as client, pytest.raises(AuthError):
+        client.submit(
+            invert_graph(color=color + 1, prefix=prefix), prompt_id=fresh("x")[2], client_id="c"
+        )
