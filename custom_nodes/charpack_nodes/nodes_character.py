@@ -1,0 +1,204 @@
+"""CharpackCharacter: everything that makes the character, bundled into one CHARACTER value.
+
+The value is a ``pipelines.CharacterSpec`` (checkpoint, LoRA and strength, trigger word, face
+references, attributes, prompt prefix/suffix, negatives), the same type the orchestrator builds
+from a pack file, so a graph-editor user and a pack file describe a character the same way.
+File choices come from ComfyUI's model and input folders like the core loaders'; the face image
+is an upload combo. Names are checked when the prompt is queued, before any GPU time is spent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import folder_paths
+from comfy_api.latest import io
+
+from .ops import specs
+from .pipelines import LoraSpec, ParameterError
+from .widgets import Character
+
+NODE = "CharpackCharacter"
+_C = specs.DEFAULTS.character
+_LORA = _C.lora or LoraSpec()  # the widgets show the preset LoRA's strength
+
+
+def _input_images() -> list[str]:
+    folder = folder_paths.get_input_directory()
+    files = [f for f in os.listdir(folder) if os.path.isfile(os.path.join(folder, f))]
+    return sorted(folder_paths.filter_files_content_types(files, ["image"]))
+
+
+def _with_default(options: list[str], default: str) -> str | None:
+    # A default that is not a choice would show a value the server then rejects.
+    return default if default in options else None
+
+
+def _missing_file(kind: str, folder: str, name: str, available: list[str]) -> str:
+    shown = ", ".join(available[:10]) + (" …" if len(available) > 10 else "")
+    return (
+        f"{NODE}: {kind} {name!r} is not in {folder} (available: {shown or 'none'}); put "
+        "the file there or pick one of those"
+    )
+
+
+class CharpackCharacter(io.ComfyNode):
+    """Facade over ``ops.specs.character_spec``."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        checkpoints = folder_paths.get_filename_list("checkpoints")
+        loras = [specs.NONE_CHOICE, *folder_paths.get_filename_list("loras")]
+        images = _input_images()
+        return io.Schema(
+            node_id=NODE,
+            display_name="Character (charpack)",
+            category="charpack/character",
+            description="Bundles checkpoint, identity LoRA and strength, trigger word, face "
+            "reference(s), attributes, prompt prefix/suffix and negatives into one CHARACTER "
+            "value for the charpack pipeline nodes.",
+            inputs=[
+                io.Combo.Input(
+                    "ckpt_name",
+                    options=checkpoints,
+                    default=_with_default(checkpoints, _C.checkpoint),
+                    tooltip="SDXL checkpoint (BigLove XL is the preset: realistic "
+                    "skin; FLUX gave plastic skin).",
+                ),
+                io.Combo.Input(
+                    "lora_name",
+                    options=loras,
+                    default=_with_default(loras, _LORA.name) or specs.NONE_CHOICE,
+                    tooltip="The character's identity LoRA in models/loras, or None.",
+                ),
+                io.Float.Input(
+                    "lora_strength",
+                    default=_LORA.strength_model,
+                    min=0.0,
+                    max=2.0,
+                    step=0.05,
+                    tooltip="LoRA strength on model and clip; 0.7 lets the model "
+                    "breathe (1.0 was too rigid).",
+                ),
+                io.String.Input(
+                    "trigger",
+                    default=_C.trigger,
+                    tooltip="The LoRA's trigger word, put at the front of every prompt.",
+                ),
+                io.Combo.Input(
+                    "face_image",
+                    options=images,
+                    upload=io.UploadType.image,
+                    image_folder=io.FolderType.input,
+                    tooltip="Face reference photo in ComfyUI's input folder: clear, "
+                    "well lit, roughly front-facing.",
+                ),
+                io.Combo.Input(
+                    "face_image_2",
+                    options=[specs.NONE_CHOICE, *images],
+                    default=specs.NONE_CHOICE,
+                    upload=io.UploadType.image,
+                    image_folder=io.FolderType.input,
+                    optional=True,
+                    tooltip="Optional second face reference (another angle); the "
+                    "references are averaged.",
+                ),
+                io.String.Input(
+                    "attributes",
+                    multiline=True,
+                    default="",
+                    tooltip="One 'name: value' per line (hair, eyes, body …), "
+                    "added to every prompt in this order.",
+                ),
+                io.String.Input(
+                    "prompt_prefix",
+                    default=_C.prompt_prefix,
+                    tooltip="Text put before every prompt (e.g. 'photo of').",
+                ),
+                io.String.Input(
+                    "prompt_suffix",
+                    default=_C.prompt_suffix,
+                    tooltip="Text put after every prompt (e.g. camera and film).",
+                ),
+                io.String.Input(
+                    "negative",
+                    multiline=True,
+                    default=_C.negative,
+                    tooltip="The character's negatives, used in every job.",
+                ),
+            ],
+            outputs=[
+                Character.Output(
+                    display_name="character",
+                    tooltip="The character, for the charpack pipeline nodes.",
+                ),
+            ],
+        )
+
+    @classmethod
+    def validate_inputs(
+        cls,
+        ckpt_name: str | None = None,
+        lora_name: str | None = None,
+        face_image: str | None = None,
+        face_image_2: str | None = None,
+        attributes: str | None = None,
+    ) -> bool | str:
+        checkpoints = folder_paths.get_filename_list("checkpoints")
+        if ckpt_name is not None and ckpt_name not in checkpoints:
+            return _missing_file("checkpoint", "models/checkpoints", ckpt_name, checkpoints)
+        loras = folder_paths.get_filename_list("loras")
+        if lora_name not in (None, specs.NONE_CHOICE) and lora_name not in loras:
+            return _missing_file("LoRA", "models/loras", lora_name, loras)
+        for image in (face_image, face_image_2):
+            if image in (None, specs.NONE_CHOICE):
+                continue
+            if not folder_paths.exists_annotated_filepath(image):
+                return _missing_file("face image", "ComfyUI's input folder", image, _input_images())
+        if attributes is not None:
+            try:
+                specs.parse_attributes(attributes)
+            except ParameterError as error:
+                return f"{NODE}: {error.field}: {error.message}"
+        return True
+
+    @classmethod
+    def fingerprint_inputs(
+        cls, face_image: str | None = None, face_image_2: str | None = None, **_: object
+    ) -> str:
+        # Same name, new picture: the character (and every macro using it) must run again.
+        digest = hashlib.sha256()
+        for image in (face_image, face_image_2):
+            if image in (None, specs.NONE_CHOICE):
+                continue
+            path = folder_paths.get_annotated_filepath(image)
+            if os.path.isfile(path):
+                with open(path, "rb") as handle:
+                    digest.update(handle.read())
+        return digest.hexdigest()
+
+    @classmethod
+    def execute(
+        cls,
+        ckpt_name: str,
+        lora_name: str,
+        lora_strength: float,
+        trigger: str,
+        face_image: str,
+        attributes: str,
+        prompt_prefix: str,
+        prompt_suffix: str,
+        negative: str,
+        face_image_2: str | None = None,
+    ) -> io.NodeOutput:
+        try:
+            character = specs.character_spec(
+                ckpt_name=ckpt_name, lora_name=lora_name, lora_strength=lora_strength,
+                trigger=trigger, face_image=face_image, face_image_2=face_image_2,
+                attributes=attributes, prompt_prefix=prompt_prefix,
+                prompt_suffix=prompt_suffix, negative=negative,
+            )  # fmt: skip
+        except ParameterError as error:
+            raise ValueError(f"{NODE}: {error.field}: {error.message}; change that input") from None
+        return io.NodeOutput(character)

@@ -1,0 +1,107 @@
+"""CharpackIdentityScore: how much each image's face looks like the character's reference.
+
+The score is the ArcFace cosine similarity (InsightFace on ONNX Runtime, ``ops/identity.py``)
+between the mean embedding of the reference face(s) and the largest face of each image: about
+1.0 for the same photo, typically well above 0.5 for the same person, near 0 for strangers. The
+node returns the lowest score of the batch as a FLOAT and lists every score in its UI output, so
+a client reads them from ``/history`` (``{"scores": [...], "warnings": [...]}``).
+
+A reference without a face stops the prompt (nothing sensible can be scored). A generated image
+without a face scores 0.0 with a warning in the log and in the UI output: the image is still
+passed on (and saved), and the orchestrator's identity gate retries that job with a new seed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import folder_paths
+from comfy_api.latest import io
+
+from .ops import identity
+from .ops.images import rgb_uint8
+from .pipelines import IdentitySpec, params
+
+log = logging.getLogger("charpack_nodes.identity")
+
+NODE = "CharpackIdentityScore"
+_PRESET = IdentitySpec()
+
+
+def insightface_root() -> str:
+    # Where both cubiq packs look as well (hard-coded there): one copy of the models serves all.
+    return os.path.join(folder_paths.models_dir, "insightface")
+
+
+class CharpackIdentityScore(io.ComfyNode):
+    """Facade over ``ops.identity.score_images``."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id=NODE,
+            display_name="Identity score (charpack)",
+            category="charpack/identity",
+            description="ArcFace cosine similarity between the reference face and each "
+            "image's largest face (InsightFace on ONNX Runtime); the lowest score of the batch "
+            "is the output, every score is in the node's UI output.",
+            inputs=[
+                io.Image.Input("images", tooltip="Images to score (passed through unchanged)."),
+                io.Image.Input(
+                    "reference",
+                    tooltip="The character's face reference(s); several "
+                    "are averaged into one identity.",
+                ),
+                io.Combo.Input(
+                    "model_pack",
+                    options=list(params.IDENTITY_MODEL_PACKS),
+                    default=_PRESET.model_pack,
+                    tooltip="InsightFace model pack under models/insightface/models/ "
+                    "(buffalo_l: w600k_r50 ArcFace; antelopev2: glintr100).",
+                ),
+                io.Combo.Input(
+                    "provider",
+                    options=list(params.PROVIDERS),
+                    default=_PRESET.provider,
+                    tooltip="ONNX Runtime execution provider; CPU is plenty (one "
+                    "small face crop per image), CUDA needs onnxruntime-gpu.",
+                ),
+            ],
+            outputs=[
+                io.Image.Output(display_name="images", tooltip="The images, unchanged."),
+                io.Float.Output(
+                    display_name="score",
+                    tooltip="Lowest score in the batch "
+                    "(cosine similarity, -1..1; 0.0 when an image has no face).",
+                ),
+            ],
+            is_output_node=True,
+        )
+
+    @classmethod
+    def execute(
+        cls, images: object, reference: object, model_pack: str, provider: str
+    ) -> io.NodeOutput:
+        try:
+            scores = identity.score_images(
+                root=insightface_root(), pack=model_pack, provider=provider,
+                references=[rgb_uint8(image) for image in reference],  # type: ignore[attr-defined]
+                images=[rgb_uint8(image) for image in images],  # type: ignore[attr-defined]
+            )  # fmt: skip
+        except identity.NoReferenceFace as error:
+            raise ValueError(f"{NODE}: {error} (input 'reference')") from None
+        except identity.IdentityError as error:
+            raise ValueError(f"{NODE}: {error}") from None
+        warnings = []
+        for index, score in enumerate(scores, start=1):
+            if score is None:
+                message = (
+                    f"no face found in image {index} of {len(scores)}; scored 0.0 so an "
+                    "identity gate retries it with another seed"
+                )
+                log.warning("%s: %s", NODE, message)
+                warnings.append(message)
+        values = [0.0 if s is None else round(s, 6) for s in scores]
+        ui = {"scores": values, "warnings": warnings, "model_pack": [model_pack]}
+        return io.NodeOutput(images, min(values), ui=ui)

@@ -1,0 +1,192 @@
+"""Macro nodes: the whole pipeline and each of its stages, as ComfyUI node expansions.
+
+Each node turns its inputs into a ``PipelineSpec`` (presets for everything it does not show) and
+expands into exactly the subgraph ``pipelines.build_pipeline`` / ``build_stage`` builds for that
+spec, the graph the orchestrator sends. Node ids inside the expansion are the builder's stable
+ids prefixed with the macro's own id (``12.base.sampler``), so two macros in one prompt never
+clash and the server's progress messages say which stage runs. An upstream IMAGE arrives as a
+live value and goes into the subgraph as one (the builders accept a link or a value).
+
+The macros stop at the image: wire Identity score and Save pack (or any node) after them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from comfy_api.latest import io
+
+from .ops import specs
+from .pipelines import Built, CharacterSpec, ParameterError, PipelineSpec, build_pipeline
+from .pipelines import build_stage as _build_stage
+from .widgets import (
+    character_input,
+    check_upscale_model,
+    expand,
+    image_input,
+    image_output,
+    prompt_inputs,
+    setting,
+    settings_error,
+    spec_or_error,
+)
+
+SAMPLING = ("seed", "cfg", "sampler_name", "scheduler")
+
+
+class _Macro(io.ComfyNode):
+    """Shared schema and execution; subclasses set the class variables below."""
+
+    NODE: ClassVar[str] = ""
+    DISPLAY: ClassVar[str] = ""
+    DESCRIPTION_TEXT: ClassVar[str] = ""
+    SETTINGS: ClassVar[tuple[str, ...]] = ()
+    USES_CHARACTER: ClassVar[bool] = True
+    IMAGE_TIP: ClassVar[str | None] = None  # set when the node takes an upstream image
+    OUTPUT_TIP: ClassVar[str] = ""
+
+    @classmethod
+    def build(cls, spec: PipelineSpec, *, image: Any, prefix: str) -> Built:
+        raise NotImplementedError
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        inputs: list[io.Input] = []
+        if cls.USES_CHARACTER:
+            inputs.append(character_input())
+        if cls.IMAGE_TIP is not None:
+            inputs.append(image_input(cls.IMAGE_TIP))
+        if cls.USES_CHARACTER:
+            inputs.extend(prompt_inputs())
+        inputs.extend(setting(name) for name in cls.SETTINGS)
+        return io.Schema(
+            node_id=cls.NODE,
+            display_name=cls.DISPLAY,
+            category="charpack/pipeline",
+            description=cls.DESCRIPTION_TEXT,
+            inputs=inputs,
+            outputs=[image_output(cls.OUTPUT_TIP)],
+            hidden=[io.Hidden.unique_id],
+            enable_expand=True,
+        )
+
+    @classmethod
+    def validate_inputs(cls, **values: Any) -> bool | str:
+        # Widget values only (links are not known yet): range errors before any GPU time.
+        settings = {k: v for k, v in values.items() if k in cls.SETTINGS}
+        try:
+            specs.pipeline_spec(**settings)
+        except ParameterError as error:
+            return settings_error(cls.NODE, error)
+        if "upscale_model" in cls.SETTINGS:
+            return check_upscale_model(cls.NODE, values.get("upscale_model"))
+        return True
+
+    @classmethod
+    def execute(cls, **values: Any) -> io.NodeOutput:
+        character = values.pop("character", None)
+        if cls.USES_CHARACTER and not isinstance(character, CharacterSpec):
+            raise ValueError(
+                f"{cls.NODE}: the character input must come from a Character (charpack) node"
+            )
+        image = values.pop("image", None)
+        spec = spec_or_error(cls.NODE, character=character, **values)
+        unique_id = cls.hidden.unique_id if cls.hidden is not None else None
+
+        def build(prefix: str) -> Built:
+            return cls.build(spec, image=image, prefix=prefix)
+
+        return expand(cls.NODE, unique_id, build)
+
+
+class CharpackPipeline(_Macro):
+    NODE = "CharpackPipeline"
+    DISPLAY = "Pipeline (charpack)"
+    DESCRIPTION_TEXT = (
+        "The whole tested pipeline with its presets: SDXL + character LoRA 0.7 + FaceID, "
+        "CFG 4.0 at 832x1216, InstantID face fix 0.85, FaceDetailer 0.4, 4x upscale. Expands "
+        "into the same graph the charpack orchestrator sends."
+    )
+    SETTINGS = (
+        "seed", "steps", "cfg", "sampler_name", "scheduler", "width", "height",
+        "faceid", "faceid_weight", "instantid", "instantid_weight", "instantid_mode",
+        "face_detailer", "detailer_denoise", "upscale", "upscale_model", "output_scale",
+        "pag", "pag_scale",
+    )  # fmt: skip
+    OUTPUT_TIP = "The finished image (3328x4864 with the presets)."
+
+    @classmethod
+    def build(cls, spec: PipelineSpec, *, image: Any, prefix: str) -> Built:
+        return build_pipeline(spec, prefix=prefix, outputs=False)
+
+
+class _Stage(_Macro):
+    STAGE: ClassVar[str] = ""
+
+    @classmethod
+    def build(cls, spec: PipelineSpec, *, image: Any, prefix: str) -> Built:
+        return _build_stage(cls.STAGE, spec, image=image, prefix=prefix, outputs=False)
+
+
+class CharpackBase(_Stage):
+    NODE = "CharpackBase"
+    DISPLAY = "Base generation with FaceID (charpack)"
+    DESCRIPTION_TEXT = (
+        "Base generation: checkpoint + character LoRA, one IP-Adapter FaceID Plus V2, "
+        "KSampler at CFG 4.0, 832x1216 (optional PAG)."
+    )
+    STAGE = "base"
+    SETTINGS = (
+        "seed", "steps", "cfg", "sampler_name", "scheduler", "width", "height",
+        "faceid", "faceid_weight", "pag", "pag_scale",
+    )  # fmt: skip
+    OUTPUT_TIP = "The generated image (832x1216 with the presets)."
+
+
+class CharpackInstantIDFix(_Stage):
+    NODE = "CharpackInstantIDFix"
+    DISPLAY = "InstantID face fix (charpack)"
+    DESCRIPTION_TEXT = (
+        "InstantID as a post-fix at weight 0.85 on a generated image's face, keyed to that "
+        "face (never re-posed to the reference)."
+    )
+    STAGE = "instantid"
+    SETTINGS = (*SAMPLING, "instantid_weight", "instantid_mode", "instantid_steps")
+    IMAGE_TIP = "The generated image whose face is fixed."
+    OUTPUT_TIP = "The image with the face fixed; the body is left alone in detailer mode."
+
+
+class CharpackFaceDetailer(_Stage):
+    NODE = "CharpackFaceDetailer"
+    DISPLAY = "Face detailer (charpack)"
+    DESCRIPTION_TEXT = (
+        "FaceDetailer at denoise 0.4 with face_yolov8m detection and SAM masks, using the "
+        "FaceID-patched model so the likeness is kept."
+    )
+    STAGE = "face_detailer"
+    SETTINGS = (*SAMPLING, "faceid", "faceid_weight", "detailer_denoise", "detailer_steps")
+    IMAGE_TIP = "The image whose face gets more detail."
+    OUTPUT_TIP = "The image with a detailed face."
+
+
+class CharpackUpscale(_Stage):
+    NODE = "CharpackUpscale"
+    DISPLAY = "Upscale 4x (charpack)"
+    DESCRIPTION_TEXT = (
+        "4x upscale with an upscale model (4x-UltraSharp preset) through the core upscale "
+        "nodes, optionally resized down after."
+    )
+    STAGE = "upscale"
+    SETTINGS = ("upscale_model", "output_scale")
+    USES_CHARACTER = False
+    IMAGE_TIP = "The image to upscale (generate small, refine, then upscale)."
+    OUTPUT_TIP = "The upscaled image (4x, times output_scale)."
+
+
+MACROS: tuple[type[_Macro], ...] = (
+    CharpackPipeline,
+    CharpackBase,
+    CharpackInstantIDFix,
+    CharpackFaceDetailer,
+    CharpackUpscale,
+)
