@@ -1,0 +1,327 @@
+"""The contact sheet: labelled thumbnails of a pack folder, as JPEG pages.
+
+Owns turning a pack folder's manifest into ``contact-sheet.jpg`` (and ``contact-sheet-2.jpg``
+… when a pack needs more than one page): a header with the pack name, character, date and
+counts, then each scene as a titled band of thumbnails labelled with scene, index, seed and
+identity score (green at or above the pack's threshold, red below). Failed and unfinished jobs
+get a placeholder tile with their error; rejected attempts can be shown, marked as such.
+
+Memory stays flat however large the pack: images are opened one at a time and shrunk while
+decoding (JPEG ``draft``, ``reduce`` for PNG through ``thumbnail``'s reducing gap), and a page
+holds at most ``rows_per_page`` rows, so the canvas size is bounded too. It reads the manifest
+and the image files and changes nothing but the sheet's own pages.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import textwrap
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
+
+from .manifest import Manifest
+from .report import Header, inside, read_header
+
+log = logging.getLogger(__name__)
+
+SHEET = "contact-sheet.jpg"
+TileKind = Literal["image", "rejected", "failed", "pending", "missing"]
+Colour = tuple[int, int, int]
+
+BG = (24, 24, 27)
+CARD = (39, 39, 44)
+TEXT = (236, 236, 240)
+MUTED = (150, 150, 160)
+GOOD = (46, 160, 67)
+BAD = (218, 54, 51)
+NEUTRAL = (88, 96, 105)
+GAP = 14
+MARGIN = 28
+LABEL_H = 46
+BAND_H = 40
+HEADER_H = 116
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One cell of the sheet: an image (accepted or rejected) or a placeholder."""
+
+    kind: TileKind
+    scene: str
+    index: int
+    seed: int | None
+    score: float | None
+    path: Path | None = None
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class SheetStyle:
+    """Layout of the sheet: thumbnails per row, their width in pixels, rows per page."""
+
+    columns: int = 6
+    thumb_width: int = 240
+    rows_per_page: int = 8
+    quality: int = 85  # JPEG
+
+    def __post_init__(self) -> None:
+        if not (1 <= self.columns <= 20 and 64 <= self.thumb_width <= 1024):
+            raise ValueError("contact sheet: columns must be 1-20 and thumb_width 64-1024 px")
+        if self.rows_per_page < 1 or not 30 <= self.quality <= 95:
+            raise ValueError("contact sheet: rows_per_page must be ≥ 1 and quality 30-95")
+
+    @property
+    def width(self) -> int:
+        return 2 * MARGIN + self.columns * self.thumb_width + (self.columns - 1) * GAP
+
+
+def write_contact_sheet(
+    folder: Path, *, include_rejected: bool = False, style: SheetStyle | None = None
+) -> Path:
+    """Write the contact sheet of the pack folder ``folder``; return the first page's path.
+
+    A pack with more rows than one page holds gets ``contact-sheet-2.jpg`` and so on too
+    (:func:`write_contact_sheets` returns them all).
+    """
+    return write_contact_sheets(folder, include_rejected=include_rejected, style=style)[0]
+
+
+def write_contact_sheets(
+    folder: Path, *, include_rejected: bool = False, style: SheetStyle | None = None
+) -> list[Path]:
+    """Write every page of ``folder``'s contact sheet; return their paths in page order."""
+    style = style or SheetStyle()
+    manifest = Manifest.load(folder)
+    header = read_header(manifest)
+    tiles = collect_tiles(manifest, include_rejected=include_rejected)
+    pages = paginate(tiles, columns=style.columns, rows_per_page=style.rows_per_page)
+    thumb_h = round(style.thumb_width * _aspect(tiles))
+    painter = _Painter(style, thumb_h, header, _summary(tiles))
+    written = []
+    for number, rows in enumerate(pages, start=1):
+        name = SHEET if number == 1 else f"contact-sheet-{number}.jpg"
+        canvas = painter.page(rows, number, len(pages))
+        written.append(_save(canvas, folder / name, style.quality))
+        canvas.close()
+    for stale in folder.glob("contact-sheet-*.jpg"):  # pages left from a bigger earlier sheet
+        if stale not in written:
+            stale.unlink()
+    return written
+
+
+def collect_tiles(manifest: Manifest, *, include_rejected: bool = False) -> list[Tile]:
+    """The sheet's tiles in manifest order; rejected attempts before the job's final tile."""
+    folder = manifest.folder
+    tiles: list[Tile] = []
+    for entry in manifest:
+        scene, index = str(entry.get("scene", "?")), int(entry.get("index", 0))
+        status = entry.get("status", "pending")
+        attempts = entry.get("attempts") or []
+        rejected = [a for a in attempts if a.get("status") == "below_threshold" and a.get("files")]
+        if include_rejected or status == "below_threshold":
+            shown = rejected if include_rejected else rejected[-1:]
+            for attempt in shown:
+                path = inside(folder, attempt["files"][0]["path"])
+                kind: TileKind = "rejected" if path.is_file() else "missing"
+                tiles.append(
+                    Tile(kind, scene, index, attempt.get("seed"), attempt.get("score"), path)
+                )
+        if status == "done" and entry.get("image"):
+            path = inside(folder, str(entry["image"]))
+            kind = "image" if path.is_file() else "missing"
+            note = "" if kind == "image" else f"file missing: {entry['image']}"
+            tiles.append(
+                Tile(kind, scene, index, entry.get("seed"), entry.get("score"), path, note)
+            )
+        elif status == "failed":
+            error = entry.get("error") or (attempts[-1].get("error") if attempts else None)
+            tiles.append(Tile("failed", scene, index, entry.get("seed"), None, None, str(error)))
+        elif status in ("pending", "submitted"):
+            tiles.append(
+                Tile("pending", scene, index, entry.get("seed"), None, None, "not run yet")
+            )
+    return tiles
+
+
+def paginate(tiles: list[Tile], *, columns: int, rows_per_page: int) -> list[list[list[Tile]]]:
+    """Tiles grouped into pages of rows; a scene always starts a new row."""
+    rows: list[list[Tile]] = []
+    for tile in tiles:
+        if rows and rows[-1][0].scene == tile.scene and len(rows[-1]) < columns:
+            rows[-1].append(tile)
+        else:
+            rows.append([tile])
+    pages = [rows[i : i + rows_per_page] for i in range(0, len(rows), rows_per_page)]
+    return pages or [[]]
+
+
+Font = ImageFont.FreeTypeFont | ImageFont.ImageFont
+
+
+def _font(size: int, *, bold: bool = False) -> Font:
+    # DejaVu covers the dashes and accents of error texts and scene names; Pillow's bundled
+    # font is the fallback where it is not installed.
+    for name in ("DejaVuSans-Bold.ttf", "DejaVuSans.ttf") if bold else ("DejaVuSans.ttf",):
+        try:
+            return ImageFont.truetype(name, size)
+        except OSError:
+            continue
+    return ImageFont.load_default(size=size)
+
+
+def _aspect(tiles: list[Tile]) -> float:
+    """Height / width of the first readable image (the pack's size); portrait 832x1216 else."""
+    for tile in tiles:
+        if tile.path is not None and tile.kind in ("image", "rejected"):
+            try:
+                with Image.open(tile.path) as img:  # reads the header only
+                    return min(2.0, max(0.5, float(img.height) / float(img.width)))
+            except (OSError, UnidentifiedImageError):
+                continue
+    return 1216 / 832
+
+
+def _summary(tiles: list[Tile]) -> str:
+    count = {k: sum(t.kind == k for t in tiles) for k in ("image", "rejected", "failed", "pending")}
+    parts = [f"{count['image']} images"]
+    return " · ".join(
+        parts + [f"{count[k]} {k}" for k in ("rejected", "failed", "pending") if count[k]]
+    )
+
+
+class _Painter:
+    """Draws pages; holds what every page shares (style, fonts, header text)."""
+
+    def __init__(self, style: SheetStyle, thumb_h: int, header: Header, summary: str) -> None:
+        self.style, self.w, self.h = style, style.thumb_width, thumb_h
+        self.header, self.summary = header, summary
+        self.title, self.sub, self.band = _font(32, bold=True), _font(16), _font(17, bold=True)
+        self.label, self.small, self.stamp = _font(14, bold=True), _font(12), _font(18, bold=True)
+        self.lines = self._header_lines()
+        self.header_h = HEADER_H + 22 * (len(self.lines) - 1)
+
+    def page(self, rows: list[list[Tile]], number: int, pages: int) -> Image.Image:
+        starts = [i == 0 or rows[i - 1][0].scene != row[0].scene for i, row in enumerate(rows)]
+        row_h = self.h + LABEL_H + GAP
+        height = self.header_h + sum(starts) * BAND_H + len(rows) * row_h + MARGIN
+        self.canvas = Image.new("RGB", (self.style.width, height), BG)
+        self.draw = ImageDraw.Draw(self.canvas)
+        self._header(number, pages)
+        y = self.header_h
+        for i, row in enumerate(rows):
+            if starts[i]:
+                more = " (continued)" if i == 0 and number > 1 else ""
+                self.draw.text((MARGIN, y + 10), row[0].scene + more, font=self.band, fill=TEXT)
+                self.draw.line(
+                    (MARGIN, y + BAND_H - 6, self.style.width - MARGIN, y + BAND_H - 6), fill=CARD
+                )
+                y += BAND_H
+            for col, tile in enumerate(row):
+                self._tile(tile, MARGIN + col * (self.w + GAP), y)
+            y += row_h
+        return self.canvas
+
+    def _header_lines(self) -> list[str]:
+        """The line under the title, split in two where the sheet is too narrow for one."""
+        head = self.header
+        when = head.created or head.updated
+        date = time.strftime("%Y-%m-%d %H:%M", time.localtime(when)) if when else "undated"
+        who = [f"character {head.character}" if head.character else "", date]
+        what = [self.summary]
+        if head.threshold is not None:
+            what.append(f"identity threshold {head.threshold:g}")
+        one = " · ".join(b for b in who + what if b)
+        if self.sub.getlength(one) <= self.style.width - 2 * MARGIN:
+            return [one]
+        return [" · ".join(b for b in who if b), " · ".join(what)]
+
+    def _header(self, number: int, pages: int) -> None:
+        draw = self.draw
+        draw.text((MARGIN, 24), self.header.pack, font=self.title, fill=TEXT)
+        for i, line in enumerate(self.lines):
+            draw.text((MARGIN, 72 + 22 * i), line, font=self.sub, fill=MUTED)
+        if pages > 1:
+            label = f"page {number} of {pages}"
+            width = draw.textlength(label, font=self.sub)
+            draw.text((self.style.width - MARGIN - width, 36), label, font=self.sub, fill=MUTED)
+
+    def _tile(self, tile: Tile, x: int, y: int) -> None:
+        w, h, draw = self.w, self.h, self.draw
+        draw.rectangle((x, y, x + w - 1, y + h + LABEL_H - 1), fill=CARD)
+        drawn = tile.kind in ("image", "rejected") and self._thumb(tile, x, y)
+        if tile.kind == "rejected" and drawn:
+            draw.rectangle((x, y, x + w - 1, y + h - 1), outline=BAD, width=3)
+            width = draw.textlength("REJECTED", font=self.small)
+            draw.rectangle((x + 3, y + 3, x + 16 + width, y + 24), fill=BAD)
+            draw.text((x + 10, y + 6), "REJECTED", font=self.small, fill=TEXT)
+        elif not drawn:
+            kind = "missing" if tile.kind in ("image", "rejected") else tile.kind
+            title = {"failed": "FAILED", "pending": "NOT RUN", "missing": "NO IMAGE"}[kind]
+            note = tile.note or ("unreadable image file" if tile.path else "")
+            self._placeholder(title, note, x, y, NEUTRAL if kind == "pending" else BAD)
+        self._label(tile, x, y + h)
+
+    def _thumb(self, tile: Tile, x: int, y: int) -> bool:
+        assert tile.path is not None
+        box = (self.w, self.h)
+        try:
+            with Image.open(tile.path) as img:
+                img.draft("RGB", box)  # JPEG: decode at 1/2, 1/4 or 1/8 scale directly
+                img.thumbnail(box, Image.Resampling.LANCZOS, reducing_gap=2.0)  # PNG: reduce()
+                thumb = ImageOps.contain(img.convert("RGBA"), box, Image.Resampling.LANCZOS)
+        except (OSError, UnidentifiedImageError, ValueError) as exc:
+            log.warning("contact sheet: cannot read %s (%s)", tile.path, exc)
+            return False
+        at = (x + (self.w - thumb.width) // 2, y + (self.h - thumb.height) // 2)
+        self.canvas.paste(thumb, at, thumb)
+        thumb.close()
+        return True
+
+    def _placeholder(self, title: str, note: str, x: int, y: int, colour: Colour) -> None:
+        draw, w = self.draw, self.w
+        draw.rectangle((x + 8, y + 8, x + w - 9, y + self.h - 9), outline=colour, width=2)
+        cx, cy = x + w // 2, y + self.h // 3
+        if colour == NEUTRAL:  # waiting, not broken: an empty ring instead of a cross
+            draw.ellipse((cx - 22, cy - 22, cx + 22, cy + 22), outline=colour, width=5)
+        else:
+            draw.line((cx - 22, cy - 22, cx + 22, cy + 22), fill=colour, width=5)
+            draw.line((cx - 22, cy + 22, cx + 22, cy - 22), fill=colour, width=5)
+        title_w = draw.textlength(title, font=self.stamp)
+        draw.text((cx - title_w / 2, cy + 38), title, font=self.stamp, fill=colour)
+        for i, line in enumerate(textwrap.wrap(note, max(8, int((w - 28) / 7.2)))[:6]):
+            draw.text((x + 16, cy + 72 + i * 17), line, font=self.small, fill=MUTED)
+
+    def _label(self, tile: Tile, x: int, y: int) -> None:
+        draw, w = self.draw, self.w
+        name = self._fit(f"{tile.scene} #{tile.index:03d}", self.label, w - 70)
+        draw.text((x + 8, y + 6), name, font=self.label, fill=TEXT)
+        seed = self._fit("seed –" if tile.seed is None else f"seed {tile.seed}", self.small, w - 70)
+        draw.text((x + 8, y + 26), seed, font=self.small, fill=MUTED)
+        if tile.score is None:
+            return
+        good = self.header.threshold is None or tile.score >= self.header.threshold
+        text = f"{tile.score:.2f}"
+        left = x + w - 24 - draw.textlength(text, font=self.label)
+        draw.rounded_rectangle(
+            (left, y + 10, x + w - 8, y + 36), radius=11, fill=GOOD if good else BAD
+        )
+        draw.text((left + 10, y + 14), text, font=self.label, fill=(255, 255, 255))
+
+    def _fit(self, text: str, font: Font, room: float) -> str:
+        if self.draw.textlength(text, font=font) <= room:
+            return text
+        while text and self.draw.textlength(text + "…", font=font) > room:
+            text = text[:-1]
+        return text + "…"
+
+
+def _save(canvas: Image.Image, path: Path, quality: int) -> Path:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    canvas.save(tmp, "JPEG", quality=quality, optimize=True, progressive=True)
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,102 @@
+"""charpack report: counts, retries, failures, scores, time and cost of a pack folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from orchestrator import cli_pack
+from orchestrator.manifest import ManifestError
+from orchestrator.report import (
+    DEFAULT_PRICE,
+    PRICE_ENV,
+    build_report,
+    histogram,
+    price_from_env,
+)
+from tests.support.pack_folders import JobSpec, Shot, build, small_pack
+
+app = typer.Typer()
+app.command()(cli_pack.report)
+app.command()(cli_pack.publish)  # two commands, so typer keeps the command name
+runner = CliRunner()
+
+
+def test_counts_retries_failures_and_scores(tmp_path: Path) -> None:
+    small_pack(tmp_path)
+    r = build_report(tmp_path, price_per_hour=0.69)
+    assert (r.header.pack, r.header.character, r.header.threshold) == ("ava-weekend", "Ava", 0.45)
+    assert r.jobs == 7 and r.images == 5 and r.attempts == 7 and r.retried_jobs == 1
+    assert r.status == {"done": 5, "failed": 1, "pending": 1}
+    assert r.attempt_status == {"success": 5, "below_threshold": 1, "error": 1}
+    assert sorted(r.accepted_scores) == [0.49, 0.55, 0.58, 0.62, 0.71]
+    assert r.rejected_scores == [0.31]
+    cafe, city = r.scenes
+    assert (cafe.scene, cafe.done, cafe.attempts, cafe.mean_score) == (
+        "cafe-terrace", 3, 4, pytest.approx((0.62 + 0.58 + 0.71) / 3),
+    )  # fmt: skip
+    assert (city.done, city.failed, city.pending) == (2, 1, 1)
+    (failure,) = r.failures
+    assert failure.key == "city-walk/001" and "out of memory" in failure.error
+
+
+def test_cost_is_each_servers_busy_span_times_the_price(tmp_path: Path) -> None:
+    a, b = "https://a-8188.proxy.runpod.net", "https://b-8188.proxy.runpod.net"
+    jobs = [
+        JobSpec("s", 1, [Shot(1, 0.6, execution_s=10, queue_wait_s=2, server=a)]),
+        JobSpec("s", 2, [Shot(2, 0.6, execution_s=20, queue_wait_s=0, server=a)]),
+        JobSpec("s", 3, [Shot(3, 0.6, execution_s=30, queue_wait_s=0, server=b)]),
+    ]
+    build(tmp_path, jobs)
+    r = build_report(tmp_path, price_per_hour=1.80)
+    # The builder runs attempts back to back: a is busy 12 + 20 s, b 30 s.
+    assert r.server_spans_s == {a: pytest.approx(32.0), b: pytest.approx(30.0)}
+    assert r.cost == pytest.approx(62.0 / 3600 * 1.80)
+    assert r.cost_per_image == pytest.approx(r.cost / 3)  # type: ignore[operator]
+    assert r.gpu_seconds_per_image == pytest.approx(20.0)
+    assert r.stage_means_s == {"base": pytest.approx(12.0), "upscale": pytest.approx(8.0)}
+
+
+def test_histogram_marks_rejected_scores_and_the_threshold() -> None:
+    lines = histogram([0.61, 0.62, 0.71], [0.31], threshold=0.45, width=10)
+    assert lines[0].startswith("0.30–0.35 │░") and lines[0].endswith(" 1")
+    assert any("◀ threshold 0.45" in line and line.startswith("0.45") for line in lines)
+    assert "██████████ 2" in next(line for line in lines if line.startswith("0.60"))
+    assert histogram([], []) == []
+
+
+def test_price_comes_from_the_environment_or_the_documented_default() -> None:
+    value, source = price_from_env({})
+    assert value == DEFAULT_PRICE and "RTX 4090" in source and "runpod/README.md" in source
+    assert price_from_env({PRICE_ENV: "0.34"}) == (0.34, f"from {PRICE_ENV}")
+    with pytest.raises(ValueError, match=f"{PRICE_ENV}='cheap' is not a number — set it"):
+        price_from_env({PRICE_ENV: "cheap"})
+
+
+def test_cli_prints_tables_and_json(tmp_path: Path) -> None:
+    small_pack(tmp_path)
+    shown = runner.invoke(app, ["report", str(tmp_path)], env={PRICE_ENV: "1.0", "COLUMNS": "120"})
+    assert shown.exit_code == 0, shown.output
+    assert "cafe-terrace" in shown.output and "1 job(s) needed a retry" in shown.output
+    assert "◀ threshold 0.45" in shown.output and f"from {PRICE_ENV}" in shown.output
+    assert "city-walk/001" in shown.output and "out of memory" in shown.output
+    out = runner.invoke(app, ["report", str(tmp_path), "--json", "--price-per-hour", "3.6"])
+    data = json.loads(out.output)
+    assert data["images"] == 5 and data["price_source"] == "--price-per-hour"
+    assert data["cost"] == pytest.approx(data["billed_s"] / 3600 * 3.6, abs=1e-4)
+    assert data["score_stats"]["max"] == 0.71 and data["failures"][0]["key"] == "city-walk/001"
+
+
+def test_cli_rejects_a_malformed_price_in_the_environment(tmp_path: Path) -> None:
+    small_pack(tmp_path)
+    bad = runner.invoke(app, ["report", str(tmp_path)], env={PRICE_ENV: "cheap"})
+    assert bad.exit_code == 2 and "is not a number" in bad.output
+
+
+def test_a_folder_without_manifest_says_what_it_expects(tmp_path: Path) -> None:
+    with pytest.raises(ManifestError, match="no manifest — is .* a pack folder made by"):
+        build_report(tmp_path, price_per_hour=0.69)
