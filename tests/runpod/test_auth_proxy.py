@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -147,30 +148,35 @@ def test_a_prompt_runs_through_the_proxy_and_the_websocket_delivers_its_events(
     assert Image.open(io.BytesIO(view.content)).size == (64, 48)
 
 
-def test_large_uploads_and_downloads_pass_through(auth_proxy: AuthProxy):
+def test_large_uploads_and_downloads_pass_through(auth_proxy: AuthProxy, comfy_server: Any):
     # ~12 MB of incompressible pixels: far past nginx's 1 MB default body limit.
     noise = Image.frombytes("RGB", (2000, 2000), os.urandom(2000 * 2000 * 3))
     buf = io.BytesIO()
     noise.save(buf, format="PNG", compress_level=0)
     payload = buf.getvalue()
-    name = f"big-{uuid.uuid4().hex[:8]}.png"
+    # A subfolder keeps the shared server's LoadImage list (top-level input files) unchanged.
+    folder = f"proxy-{uuid.uuid4().hex[:8]}"
 
     up = requests.post(
         f"{auth_proxy.url}/upload/image",
         headers=_bearer(auth_proxy.token),
-        files={"image": (name, payload, "image/png")},
+        files={"image": ("big.png", payload, "image/png")},
+        data={"subfolder": folder},
         timeout=120,
     )
 
-    assert up.status_code == 200, up.text
-    down = requests.get(
-        f"{auth_proxy.url}/view",
-        headers=_bearer(auth_proxy.token),
-        params={"filename": up.json()["name"], "type": "input"},
-        timeout=120,
-    )
-    assert down.status_code == 200 and down.content == payload
-    assert len(payload) > 10_000_000
+    try:
+        assert up.status_code == 200, up.text
+        down = requests.get(
+            f"{auth_proxy.url}/view",
+            headers=_bearer(auth_proxy.token),
+            params={"filename": up.json()["name"], "subfolder": folder, "type": "input"},
+            timeout=120,
+        )
+        assert down.status_code == 200 and down.content == payload
+        assert len(payload) > 10_000_000
+    finally:
+        shutil.rmtree(comfy_server.input_dir / folder, ignore_errors=True)
 
 
 def test_the_token_never_reaches_the_nginx_log(auth_proxy: AuthProxy):
