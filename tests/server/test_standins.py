@@ -99,13 +99,13 @@ def _folder_files(server: ComfyServer, folders: tuple[str, ...]) -> list[str]:
     return files
 
 
-def _model_files(server: ComfyServer) -> set[str]:
-    """Every file name below the server's model folders, as a combo would list it."""
+def _server_files(server: ComfyServer) -> set[str]:
+    """Every file and folder below the server's model and input folders, as combos list them."""
     names = set()
-    for path in server.models_dir.rglob("*"):
-        if path.is_file():
-            parts = path.relative_to(server.models_dir).parts
-            names.update("/".join(parts[i:]) for i in range(1, len(parts)))
+    for root in (server.models_dir, server.input_dir):
+        for path in root.rglob("*"):
+            parts = path.relative_to(root).parts
+            names.update("/".join(parts[i:]) for i in range(len(parts)))
     return names
 
 
@@ -113,7 +113,7 @@ def test_core_classes_look_exactly_as_on_a_bare_server(
     live: dict[str, Any], comfy_server: ComfyServer
 ) -> None:
     recorded = _load("core-0.3.75.json")
-    files = _model_files(comfy_server)
+    files = _server_files(comfy_server)
     problems = []
     for node, expected in recorded.items():
         if node == "SaveImageWebsocket":
@@ -124,7 +124,7 @@ def test_core_classes_look_exactly_as_on_a_bare_server(
         actual = live[node]
         for inputs in actual["input"].values():
             for name, spec in inputs.items():
-                # Recorded on an empty server: file combos differ by the test world's files only.
+                # Recorded on an empty server: combos differ by the files tests put there only.
                 choices = _choices(spec)
                 if choices is not None and set(choices) & files:
                     actual = _replace_input(actual, name, [c for c in choices if c not in files])
