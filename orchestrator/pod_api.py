@@ -9,6 +9,7 @@ which holds tokens. The SDK sends GraphQL to ``$RUNPOD_API_BASE_URL/graphql`` (d
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -22,12 +23,19 @@ T = TypeVar("T")
 
 
 def _sdk() -> Any:
+    # Importing the SDK forces some loggers' levels (urllib3, paramiko, uvicorn): keep ours,
+    # so `charpack -v` still shows (redacted) HTTP debug lines after a pod command.
+    names = ("urllib3", "paramiko", "uvicorn")
+    levels = {name: logging.getLogger(name).level for name in names}
     try:
         import runpod
     except ImportError:
         raise PodError(
             "the RunPod SDK is not installed; install the extra: pip install 'charpack[pod]'"
         ) from None
+    finally:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
     return runpod
 
 

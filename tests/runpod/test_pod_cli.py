@@ -8,7 +8,9 @@ it creates is reached through the real auth proxy in front of the real CPU Comfy
 from __future__ import annotations
 
 import json
+import logging
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -282,3 +284,22 @@ def test_the_orchestrator_client_runs_a_job_on_the_pod_with_its_token(
         client.submit(
             invert_graph(color=color + 1, prefix=prefix), prompt_id=fresh("x")[2], client_id="c"
         )
+
+
+def test_loading_the_sdk_leaves_the_logging_levels_alone():
+    # The runpod package forces urllib3's level on import; `charpack -v` must keep its debug.
+    code = (
+        "import logging\n"
+        "from orchestrator.pod_api import RunPodApi\n"
+        "logging.getLogger('urllib3').setLevel(logging.DEBUG)\n"
+        "RunPodApi(api_key='k')\n"
+        "print(logging.getLogger('urllib3').level)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[2],
+    ).stdout
+    assert out.strip() == str(logging.DEBUG)
