@@ -64,6 +64,11 @@ def download(
             return _attempt(url, part, token, token_env, expected_size, timeout)
         except _Retryable as exc:
             have = part.stat().st_size if part.exists() else 0
+            if attempt >= retries and not have:
+                raise DownloadError(
+                    f"could not download from {urlsplit(url).hostname} ({exc})",
+                    "check the pod's network and the url in the manifest, then rerun",
+                ) from None
             if attempt >= retries:
                 total = f" of {expected_size}" if expected_size else ""
                 raise DownloadError(
