@@ -158,7 +158,7 @@ def _probe(info: PodInfo, token: str | None) -> PodInfo:
     if info.status != "RUNNING" or token is None:
         return info
     try:
-        ready, _ = check_health(info.url, token, timeout=10)
+        ready, _ = check_health(url=info.url, token=token, timeout=10)
     except (AuthError, CharpackError):
         ready = False
     return replace(info, healthy=ready)

@@ -61,7 +61,7 @@ def _info(pod: Mapping[str, Any], spec_port: int) -> PodInfo:
         pod_id=str(pod["id"]),
         name=str(pod.get("name", "")),
         status=str(pod.get("desiredStatus", "UNKNOWN")),
-        url=proxy_url(str(pod["id"]), spec_port),
+        url=proxy_url(pod_id=str(pod["id"]), port=spec_port),
         gpu=machine.get("gpuDisplayName"),
         cost_per_hr=pod.get("costPerHr"),
         uptime_s=runtime.get("uptimeInSeconds"),
@@ -164,12 +164,12 @@ def ensure_pod_up(
         pod_id = _create(api, spec, comfy_token)
     info = _info(api.pod(pod_id) or {"id": pod_id, "name": spec.name}, spec.public_port)
     say(f"waiting for ComfyUI at {info.url}")
-    wait_healthy(info.url, comfy_token, deadline=deadline, on_progress=say, poll_s=poll_s)
+    wait_healthy(url=info.url, token=comfy_token, deadline=deadline, on_progress=say, poll_s=poll_s)
     pod = api.pod(pod_id) or {"id": pod_id, "name": spec.name}
     return replace(
         _info(pod, spec.public_port),
         healthy=True,
-        provision_failures=tuple(provision_failures(info.url, comfy_token)),
+        provision_failures=tuple(provision_failures(url=info.url, token=comfy_token)),
     )
 
 

@@ -24,7 +24,7 @@ PROXY_URL_ENV = "CHARPACK_RUNPOD_PROXY_URL"
 DEFAULT_PROXY_URL = "https://{pod_id}-{port}.proxy.runpod.net"
 
 
-def proxy_url(pod_id: str, port: int) -> str:
+def proxy_url(*, pod_id: str, port: int) -> str:
     """The pod's public URL. ``$CHARPACK_RUNPOD_PROXY_URL`` (a template with ``{pod_id}`` and
     ``{port}``) replaces RunPod's proxy, e.g. for a pod reached through a TCP port or a tunnel."""
     template = os.environ.get(PROXY_URL_ENV, "").strip() or DEFAULT_PROXY_URL
@@ -35,7 +35,7 @@ def _headers(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def check_health(url: str, token: str, *, timeout: float = 15) -> tuple[bool, str]:
+def check_health(*, url: str, token: str, timeout: float = 15) -> tuple[bool, str]:
     """One probe: (ready, what the pod is doing). Raises `AuthError` on a refused token."""
     try:
         resp = requests.get(f"{url}/charpack/health", headers=_headers(token), timeout=timeout)
@@ -62,9 +62,9 @@ def check_health(url: str, token: str, *, timeout: float = 15) -> tuple[bool, st
 
 
 def wait_healthy(
+    *,
     url: str,
     token: str,
-    *,
     deadline: float,
     on_progress: Callable[[str], None] | None = None,
     poll_s: float = 5.0,
@@ -72,7 +72,7 @@ def wait_healthy(
     """Probe until ready or ``deadline`` (a ``time.monotonic()`` value)."""
     last = ""
     while True:
-        ready, what = check_health(url, token)
+        ready, what = check_health(url=url, token=token)
         if ready:
             return
         if what != last:
@@ -88,7 +88,7 @@ def wait_healthy(
         time.sleep(poll_s)
 
 
-def provision_failures(url: str, token: str) -> list[str]:
+def provision_failures(*, url: str, token: str) -> list[str]:
     """The failures of the pod's last provisioning run, one line each (empty if none/unknown)."""
     try:
         resp = requests.get(f"{url}/charpack/provision", headers=_headers(token), timeout=15)
