@@ -64,7 +64,10 @@ class Submitted:
 
 
 class ComfyClient:
-    """Bounded, retrying HTTP access to one ComfyUI server (thread-safe for concurrent calls)."""
+    """Bounded, retrying HTTP access to one ComfyUI server.
+
+    Holds no per-call state, so threads may share one client (urllib3's pool is thread-safe).
+    """
 
     def __init__(
         self,
@@ -251,6 +254,10 @@ class ComfyClient:
                 models=self.models,
                 queued=queued,
             )
+        if body.get("prompt_id") not in (None, prompt_id):
+            # Servers older than mid-2025 ignore a client-chosen id; resubmission safety is lost.
+            log.warning("%s: server chose its own prompt id %s instead of %s; upgrade ComfyUI",
+                        self.config.label, body.get("prompt_id"), prompt_id)  # fmt: skip
         return Submitted(
             prompt_id=str(body.get("prompt_id") or prompt_id), number=body.get("number")
         )

@@ -138,6 +138,10 @@ class EventStream:
         )
         return ws
 
+    def _delay(self, failures: int) -> float:
+        base: float = min(self.backoff_max, self.backoff * 2.0**failures)
+        return base * random.uniform(0.5, 1.0)
+
     def _run(self) -> None:
         failures = 0
         ever = False
@@ -146,29 +150,27 @@ class EventStream:
                 ws = self._connect()
             except Exception as exc:
                 self.last_error = self._reason(exc)
-                delay = min(self.backoff_max, self.backoff * 2**failures) * random.uniform(0.5, 1)
+                delay = self._delay(failures)
                 failures += 1
-                log.info(
-                    "%s: websocket connect failed (%s); retry in %.1f s",
-                    self.config.label,
-                    self.last_error,
-                    delay,
-                )
+                log.info("%s: websocket connect failed (%s); retry in %.1f s",
+                         self.config.label, self.last_error, delay)  # fmt: skip
                 self._stop.wait(delay)
                 continue
             self._ws = ws
-            if self._stop.is_set():
-                ws.abort()  # type: ignore[no-untyped-call]
-                break
-            failures = 0
-            self._connected.set()
-            if ever:
-                self.reconnects += 1
-                log.info("%s: websocket reconnected (%d)", self.config.label, self.reconnects)
-                self._emit(Reconnected(self.config.name, time.monotonic(), self.reconnects))
-            ever = True
-            reason = self._read(ws)
-            self._connected.clear()
+            reason = "closed"
+            if not self._stop.is_set():
+                self._connected.set()
+                if ever:
+                    self.reconnects += 1
+                    log.info("%s: websocket reconnected (%d)", self.config.label, self.reconnects)
+                    self._emit(Reconnected(self.config.name, time.monotonic(), self.reconnects))
+                ever = True
+                opened = time.monotonic()
+                reason = self._read(ws)
+                self._connected.clear()
+                # A socket that dies at once (a proxy accepting then dropping) must not turn
+                # into a tight reconnect loop: short-lived connections count as failures.
+                failures = failures + 1 if time.monotonic() - opened < 5.0 else 0
             self._ws = None
             try:
                 ws.abort()  # type: ignore[no-untyped-call]
@@ -180,7 +182,7 @@ class EventStream:
             self.last_error = reason
             log.info("%s: websocket dropped (%s)", self.config.label, reason)
             self._emit(Disconnected(self.config.name, time.monotonic(), reason))
-            self._stop.wait(self.backoff * random.uniform(0.5, 1))
+            self._stop.wait(self._delay(max(0, failures - 1)))
 
     def _read(self, ws: websocket.WebSocket) -> str:
         """Read frames until the socket dies or close() is called; returns why it ended."""
@@ -191,7 +193,7 @@ class EventStream:
         while not self._stop.is_set():
             now = time.monotonic()
             if awaiting is not None and now - awaiting > self.ping_timeout:
-                return f"no pong for {self.ping_timeout:.0f} s"
+                return f"no pong for {self.ping_timeout:g} s"
             if awaiting is None and now - last_ping >= self.ping_interval:
                 try:
                     ws.ping()

@@ -22,7 +22,7 @@ from orchestrator.client_socket import EventStream
 from orchestrator.client_wait import Completion, Lost, wait_done
 from orchestrator.errors import JobLost, ServerUnavailable
 from orchestrator.events import Done, Event, Executing, Reconnected
-from tests.comfy.server import free_port, start_server
+from tests.comfy.server import free_port
 from tests.support.graphs import fresh, invert_graph, next_event, slow_graph
 from tests.support.tcp_relay import TcpRelay
 
@@ -144,9 +144,9 @@ def test_submit_to_a_refusing_server_fails_clearly(relay: TcpRelay) -> None:
     assert "pod-z" in str(caught.value) and "Connection refused" in str(caught.value)
 
 
-def test_prompt_lost_in_a_server_restart_is_reported_lost(tmp_path: Path) -> None:
-    server = start_server(tmp_path / "base")  # private: this test kills it
-    with server, TcpRelay(target_port=server.port, upstream_down_status=502) as relay:
+def test_prompt_lost_in_a_server_restart_is_reported_lost(comfy_server_factory: Any) -> None:
+    server = comfy_server_factory()  # private: this test kills it
+    with TcpRelay(target_port=server.port, upstream_down_status=502) as relay:
         cfg = ServerConfig.from_url(relay.url, env={})
         stream = EventStream(config=cfg, backoff=0.05)
         events: queue.Queue[Event] = stream.subscribe()
@@ -179,6 +179,7 @@ def test_tokens_reach_a_real_server_and_never_the_logs(
     relay: TcpRelay, caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
     caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="urllib3")  # other code may have quietened it
     token = "real-srv-tok-4a7d99"
     env = {"CHARPACK_TOKEN": token, "CHARPACK_TOKEN_QUERY": "1"}
     cfg = ServerConfig.from_url(relay.url, env=env)
@@ -194,4 +195,5 @@ def test_tokens_reach_a_real_server_and_never_the_logs(
     for route in ("GET /ws?", "POST /prompt?", "GET /history/", "GET /view?"):
         matching = [line for line in lines if line.startswith(route)]
         assert matching and all(f"token={token}" in line for line in matching), route
+    assert "token=***" in caplog.text  # urllib3 logged the requests, masked
     assert token not in caplog.text

@@ -98,7 +98,14 @@ def test_rejected_workflow_names_nodes_and_choices(client: ComfyClient) -> None:
         },
     }
     graph["ckpt"] = {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "nope.st"}}
-    graph["vae"] = {"class_type": "VAEDecode", "inputs": {"samples": ["x", 0], "vae": ["ckpt", 2]}}
+    graph["latent"] = {
+        "class_type": "EmptyLatentImage",
+        "inputs": {"width": 64, "height": 64, "batch_size": 1},
+    }
+    graph["vae"] = {
+        "class_type": "VAEDecode",
+        "inputs": {"samples": ["latent", 0], "vae": ["ckpt", 2]},
+    }
     graph["save2"] = {
         "class_type": "SaveImage",
         "inputs": {"images": ["vae", 0], "filename_prefix": prefix},

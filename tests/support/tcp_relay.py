@@ -5,6 +5,8 @@ It forwards plain TCP (HTTP and websockets alike) to a target port and can, whil
 - delay each direction by ``delay_s`` (50 ms each way is about a RunPod proxy's 100 ms RTT);
 - throttle each direction to ``rate`` bytes/s (shared by all connections, like one link);
 - :meth:`~TcpRelay.cut` every live connection (a proxy dropping websockets);
+- :meth:`~TcpRelay.pause` forwarding without closing anything (a black-holed link: only
+  pings that go unanswered reveal it) and :meth:`~TcpRelay.resume` it;
 - :meth:`~TcpRelay.refuse` new connections (connection refused) and :meth:`~TcpRelay.accept`
   them again on the same port;
 - answer the next matching HTTP request itself with a status (:meth:`~TcpRelay.fail_next`,
@@ -122,6 +124,9 @@ class _Link:
                 due, data = item
                 if self.closed.wait(max(0.0, due - time.monotonic())):
                     return
+                while not self.relay._flowing.wait(0.05):  # paused: hold the bytes
+                    if self.closed.is_set():
+                        return
                 bucket.take(len(data))
                 dst.sendall(data)
             dst.shutdown(socket.SHUT_WR)  # pass the half-close on
@@ -174,6 +179,8 @@ class TcpRelay:
         self._requests: list[str] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._flowing = threading.Event()
+        self._flowing.set()
         self._listener: socket.socket | None = self._listen(0)
         self.port: int = self._listener.getsockname()[1]
         self._thread = threading.Thread(target=self._accept_loop, daemon=True)
@@ -226,6 +233,14 @@ class TcpRelay:
         for link in links:
             link.close(reset=reset)
         return len(links)
+
+    def pause(self) -> None:
+        """Hold every byte on every connection (new ones too) without closing anything."""
+        self._flowing.clear()
+
+    def resume(self) -> None:
+        """Deliver the held bytes and forward again."""
+        self._flowing.set()
 
     def refuse(self) -> None:
         """Stop listening: new connections are refused until :meth:`accept`."""

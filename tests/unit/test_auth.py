@@ -105,6 +105,7 @@ def test_third_party_log_records_are_redacted(caplog: pytest.LogCaptureFixture) 
     ServerConfig.from_url(POD, env={"CHARPACK_TOKEN": TOKEN})
     install_log_redaction()
     caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="urllib3")  # other code may have quietened it
     logging.getLogger("urllib3.connectionpool").debug(
         '%s://%s:%s "%s %s %s" %s %s',
         "https",

@@ -70,6 +70,7 @@ def test_refused_http_names_the_variable_and_hides_the_secret(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="urllib3")  # other code may have quietened it
     with RecordingServer(require=_needs_token) as server:
         with ComfyClient(config=ServerConfig.from_url(server.url, env={})) as client:
             with pytest.raises(AuthError) as missing:
@@ -101,6 +102,7 @@ def test_refused_websocket_keeps_retrying_and_reports_why() -> None:
 
 def test_token_never_logged_even_at_debug(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="urllib3")  # other code may have quietened it
     env = {"CHARPACK_TOKEN": TOKEN, "CHARPACK_TOKEN_QUERY": "1"}
     with RecordingServer() as server:
         _exchange(ServerConfig.from_url(server.url, env=env))

@@ -97,6 +97,21 @@ def test_websocket_cut_is_noticed_and_reconnected() -> None:
     assert len(ws) == 2 and ws[0].path == ws[1].path  # same clientId after the reconnect
 
 
+def test_black_holed_websocket_is_detected_by_unanswered_pings() -> None:
+    with RecordingServer() as server, TcpRelay(target_port=server.port) as relay:
+        stream = EventStream(
+            config=_config(relay.url), ping_interval=0.2, ping_timeout=0.5, backoff=0.01
+        )
+        events: queue.Queue[Event] = stream.subscribe()
+        with stream:
+            _next(events, Status)
+            relay.pause()  # nothing is closed: only the missing pong shows the link is dead
+            gone = _next(events, Disconnected)
+            assert isinstance(gone, Disconnected) and gone.reason == "no pong for 0.5 s"
+            relay.resume()
+            assert isinstance(_next(events, Reconnected), Reconnected)
+
+
 def test_delay_and_rate_are_applied_lower_bounds() -> None:
     # Lower bounds only: a shaped link can never be faster than its settings.
     with RecordingServer() as server, TcpRelay(target_port=server.port, delay_s=0.05) as relay:
