@@ -121,7 +121,7 @@ def _create(api: RunPodApi, spec: PodSpec, token: str) -> str:
             network_volume_id=spec.network_volume_id,
             volume_mount=spec.volume_mount,
             container_disk_gb=spec.container_disk_gb,
-            ports=f"{spec.public_port}/http",
+            ports=f"{spec.public_port}/http,22/tcp",  # 22: SSH with the account key
             env=_pod_env(spec, token),
             docker_args=_docker_args(spec),
             allowed_cuda_versions=spec.allowed_cuda_versions,

@@ -21,4 +21,14 @@ if [ -n "${CHARPACK_REF:-}" ] && [ -d "$repo/.git" ]; then
   fi
 fi
 
+# SSH for debugging, as RunPod's own images do: RunPod puts the account's SSH key in
+# PUBLIC_KEY; key-only logins on the pod's 22/tcp port. Skipped when there is no key or sshd.
+if [ -n "${PUBLIC_KEY:-}" ] && command -v sshd >/dev/null 2>&1; then
+  mkdir -p ~/.ssh && chmod 700 ~/.ssh
+  grep -qxF "$PUBLIC_KEY" ~/.ssh/authorized_keys 2>/dev/null || echo "$PUBLIC_KEY" >> ~/.ssh/authorized_keys
+  chmod 600 ~/.ssh/authorized_keys
+  ssh-keygen -A >/dev/null 2>&1
+  service ssh start >/dev/null 2>&1 || "$(command -v sshd)" -o PasswordAuthentication=no
+fi
+
 exec python3 "$here/start.py" --provision --root "${CHARPACK_ROOT:-/workspace}" "$@"

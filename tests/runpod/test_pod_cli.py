@@ -126,7 +126,7 @@ def test_up_creates_the_pod_and_waits_until_comfyui_answers_through_the_proxy(
     assert deploy["networkVolumeId"] == VOLUME["id"]
     assert deploy["dataCenterId"] == "EU-RO-1"  # the SDK placed it next to the volume
     assert deploy["volumeMountPath"] == "/workspace"
-    assert deploy["ports"] == "8188/http"
+    assert deploy["ports"] == "8188/http,22/tcp"
     assert "12.8" in deploy["allowedCudaVersions"]
     assert "/workspace/charpack/runpod/start.sh" in deploy["dockerArgs"]
     assert deploy["env"]["CHARPACK_COMFY_TOKEN"] == auth_proxy.token
