@@ -33,6 +33,8 @@ STANDIN_FOLDER = "charpack_standins"
 READY_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 10.0
 LOG_TAIL_LINES = 60
+SECRET_SUFFIXES = ("_TOKEN", "_API_KEY", "_SECRET", "_PASSWORD")
+PORT_ATTEMPTS = 3
 
 _RUNNING: set[ComfyServer] = set()
 
@@ -228,11 +230,20 @@ def start_server(
     """
     env = env or ensure_comfy_env()
     prepare_base_dir(base_dir, env=env, with_models=with_models)
-    server = ComfyServer(
-        env=env, base_dir=base_dir, port=port or free_port(), extra_args=tuple(extra_args),
-        standin_step_seconds=standin_step_seconds,
-    )  # fmt: skip
-    return server.start()
+    for attempt in range(1, PORT_ATTEMPTS + 1):
+        server = ComfyServer(
+            env=env, base_dir=base_dir, port=port or free_port(), extra_args=tuple(extra_args),
+            standin_step_seconds=standin_step_seconds,
+        )  # fmt: skip
+        try:
+            return server.start()
+        except TestWorldError:
+            # A free port can be taken by someone else before ComfyUI binds it: pick another.
+            taken = "address already in use" in server.log_tail(20).lower()
+            if port is not None or not taken or attempt == PORT_ATTEMPTS:
+                raise
+            log.warning("port %d was taken before ComfyUI bound it; retrying", server.port)
+    raise AssertionError("unreachable")
 
 
 @atexit.register

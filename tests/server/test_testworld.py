@@ -196,7 +196,7 @@ def test_identity_rises_with_faceid_and_instantid_and_varies_by_seed(
     means = {name: sum(values) / len(values) for name, values in scores.items()}
     ordered = [means[name] for name in variants]
     assert ordered == sorted(ordered), means
-    assert means["lora+faceid+instantid"] > 0.9 > means["nothing"], means
+    assert means["lora+faceid+instantid"] > 0.85 and means["nothing"] < 0.5, means
     assert len({round(s, 4) for s in scores["lora+faceid"]}) == len(seeds), scores
 
 
