@@ -143,8 +143,9 @@ class CharpackCharacter(io.ComfyNode):
         lora_name: str | None = None,
         face_image: str | None = None,
         face_image_2: str | None = None,
-        attributes: str | None = None,
     ) -> bool | str:
+        # Files only: ComfyUI does not check V3 combos itself (0.3.75), and a wrong name is
+        # better reported now than after the GPU has worked.
         checkpoints = folder_paths.get_filename_list("checkpoints")
         if ckpt_name is not None and ckpt_name not in checkpoints:
             return _missing_file("checkpoint", "models/checkpoints", ckpt_name, checkpoints)
@@ -156,11 +157,6 @@ class CharpackCharacter(io.ComfyNode):
                 continue
             if not folder_paths.exists_annotated_filepath(image):
                 return _missing_file("face image", "ComfyUI's input folder", image, _input_images())
-        if attributes is not None:
-            try:
-                specs.parse_attributes(attributes)
-            except ParameterError as error:
-                return f"{NODE}: {error.field}: {error.message}"
         return True
 
     @classmethod

@@ -71,15 +71,27 @@ class _Macro(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, **values: Any) -> bool | str:
-        # Widget values only (links are not known yet): range errors before any GPU time.
-        settings = {k: v for k, v in values.items() if k in cls.SETTINGS}
-        try:
-            specs.pipeline_spec(**settings)
-        except ParameterError as error:
-            return settings_error(cls.NODE, error)
+    def validate_inputs(
+        cls,
+        sampler_name: str | None = None,
+        scheduler: str | None = None,
+        instantid_mode: str | None = None,
+        upscale_model: str | None = None,
+    ) -> bool | str:
+        # ComfyUI 0.3.75 checks the numeric ranges (the widgets carry the parameter types'
+        # ranges) but not V3 combos: check those here, before any GPU time is spent.
+        for name, value in (
+            ("sampler_name", sampler_name),
+            ("scheduler", scheduler),
+            ("instantid_mode", instantid_mode),
+        ):
+            if value is not None and name in cls.SETTINGS:
+                try:
+                    specs.pipeline_spec(**{name: value})
+                except ParameterError as error:
+                    return settings_error(cls.NODE, error)
         if "upscale_model" in cls.SETTINGS:
-            return check_upscale_model(cls.NODE, values.get("upscale_model"))
+            return check_upscale_model(cls.NODE, upscale_model)
         return True
 
     @classmethod

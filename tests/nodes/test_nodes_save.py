@@ -1,0 +1,238 @@
+"""The pack saver: deterministic names, metadata and sidecar, no way out of the output folder,
+lossless pixels, and encoding that never runs on ComfyUI's execution thread."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from charpack_nodes.nodes_save import CharpackSavePack
+from charpack_nodes.ops import paths, saving
+from charpack_nodes.ops.images import to_uint8
+from charpack_nodes.ops.png import encode_png
+from PIL import Image
+
+from tests.nodes.helpers import ComfyDirs, call_node
+
+WORKFLOW = {"nodes": [{"id": 1, "type": "CharpackPipeline"}], "links": []}
+PROMPT = {"12": {"class_type": "CharpackPipeline", "inputs": {"seed": 5}}}
+
+
+def images(batch: int = 1, height: int = 48, width: int = 40, seed: int = 0) -> torch.Tensor:
+    # Values outside 0..1 too: the saver must clip as SaveImage does.
+    generator = torch.Generator().manual_seed(seed)
+    return torch.rand(batch, height, width, 3, generator=generator) * 1.2 - 0.1
+
+
+def save(**overrides: Any) -> Any:
+    inputs: dict[str, Any] = dict(
+        images=images(), pack="lookbook", scene="harbour", name="harbour_0001_5", seed=5,
+        parameters="photo of ava\nNegative prompt: blurry\nSteps: 30, Seed: 5",
+        compress_level=1, score=0.8312,
+    )  # fmt: skip
+    hidden = {"hidden_prompt": PROMPT, "extra_pnginfo": {"workflow": WORKFLOW}}
+    hidden.update({k: overrides.pop(k) for k in list(overrides) if k in hidden})
+    inputs.update(overrides)
+    return call_node(CharpackSavePack, unique_id="20", **hidden, **inputs)
+
+
+def read_png(path: Path) -> tuple[np.ndarray, dict[str, Any]]:
+    with Image.open(path) as picture:
+        return np.asarray(picture), dict(picture.info)
+
+
+def all_files(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+def test_saves_png_and_sidecar_at_the_deterministic_path(
+    comfy_dirs: ComfyDirs, fresh_writer: saving.BackgroundWriter
+) -> None:
+    batch = images()
+    out = save(images=batch)
+    assert out.ui == {
+        "images": [{"filename": "harbour_0001_5.png", "subfolder": "lookbook/harbour",
+                    "type": "output"}],
+        "sidecars": [{"filename": "harbour_0001_5.json", "subfolder": "lookbook/harbour",
+                      "type": "output"}],
+    }  # fmt: skip
+    assert fresh_writer.flush(60)
+    folder = comfy_dirs.output / "lookbook" / "harbour"
+    assert all_files(comfy_dirs.output) == [
+        "lookbook/harbour/harbour_0001_5.json",
+        "lookbook/harbour/harbour_0001_5.png",
+    ]
+    data = (folder / "harbour_0001_5.png").read_bytes()
+    picture = Image.open(io.BytesIO(data))
+    # Lossless, and the same 8-bit pixels core SaveImage would write for this tensor.
+    core = np.clip(255.0 * batch[0].numpy(), 0, 255).astype(np.uint8)
+    assert np.array_equal(np.asarray(picture), core)
+    assert picture.info["parameters"].startswith("photo of ava\nNegative prompt: blurry")
+    assert json.loads(picture.info["prompt"]) == PROMPT
+    assert json.loads(picture.info["workflow"]) == WORKFLOW
+    assert picture.info["seed"] == "5" and picture.info["score"] == "0.831200"
+    sidecar = json.loads((folder / "harbour_0001_5.json").read_text())
+    assert sidecar == {
+        "pack": "lookbook", "scene": "harbour", "name": "harbour_0001_5", "index": 0,
+        "file": "harbour_0001_5.png", "seed": 5, "score": 0.8312,
+        "parameters": "photo of ava\nNegative prompt: blurry\nSteps: 30, Seed: 5",
+        "compress_level": 1, "width": 40, "height": 48,
+        "sha256": hashlib.sha256(data).hexdigest(), "size": len(data),
+    }  # fmt: skip
+
+
+def test_a_batch_gets_numbered_names_and_saving_again_overwrites(
+    comfy_dirs: ComfyDirs, fresh_writer: saving.BackgroundWriter
+) -> None:
+    save(images=images(batch=2), name="look", score=None)
+    save(images=images(batch=2, seed=1), name="look", score=None)
+    assert fresh_writer.flush(60)
+    assert all_files(comfy_dirs.output) == [
+        f"lookbook/harbour/look_0{i}.{ext}" for i in (0, 1) for ext in ("json", "png")
+    ]
+    second, _info = read_png(comfy_dirs.output / "lookbook/harbour/look_01.png")
+    assert np.array_equal(second, to_uint8(images(batch=2, seed=1)[1]))
+    sidecar = json.loads((comfy_dirs.output / "lookbook/harbour/look_01.json").read_text())
+    assert sidecar["index"] == 1 and sidecar["score"] is None
+
+
+def test_secret_looking_extra_pnginfo_and_disabled_metadata_stay_out_of_the_file(
+    comfy_dirs: ComfyDirs, fresh_writer: saving.BackgroundWriter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    save(name="a", extra_pnginfo={"workflow": WORKFLOW, "api_key_comfy_org": "sk-123"})
+    from comfy.cli_args import args
+
+    monkeypatch.setattr(args, "disable_metadata", True)
+    save(name="b")
+    assert fresh_writer.flush(60)
+    folder = comfy_dirs.output / "lookbook" / "harbour"
+    assert "api_key_comfy_org" not in read_png(folder / "a.png")[1]
+    assert b"sk-123" not in (folder / "a.png").read_bytes()
+    assert set(read_png(folder / "b.png")[1]) == {"parameters", "seed", "score"}
+
+
+ATTACKS = [
+    ("pack", ".."), ("pack", "../outside"), ("scene", "a/b"), ("scene", "..\\x"),
+    ("name", "/etc/passwd"), ("name", "C:evil"), ("name", "x\x00y"), ("name", "line\nbreak"),
+    ("name", "."), ("pack", ""), ("scene", " padded"), ("name", "bell\x07"), ("name", "nul"),
+    ("name", "a" * 121), ("name", "dots..."), ("name", "\u202eright-to-left"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("field", "value"), ATTACKS, ids=[repr(v)[:20] for _f, v in ATTACKS])
+def test_names_that_could_escape_or_break_are_refused_and_nothing_is_written(
+    comfy_dirs: ComfyDirs, fresh_writer: saving.BackgroundWriter, field: str, value: str
+) -> None:
+    before = all_files(comfy_dirs.output.parent)
+    with pytest.raises(ValueError) as caught:
+        save(**{field: value})
+    message = str(caught.value)
+    assert message.startswith(f"CharpackSavePack: {field} ")
+    assert "use letters, digits" in message or "keep it within 120" in message
+    assert fresh_writer.flush(60)
+    assert all_files(comfy_dirs.output.parent) == before
+
+
+def test_a_symlinked_pack_folder_pointing_outside_is_refused(
+    comfy_dirs: ComfyDirs, fresh_writer: saving.BackgroundWriter, tmp_path: Path
+) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    os.symlink(elsewhere, comfy_dirs.output / "lookbook")
+    with pytest.raises(ValueError, match="outside the output folder"):
+        save()
+    assert fresh_writer.flush(60)
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_the_node_returns_before_the_image_is_encoded(
+    comfy_dirs: ComfyDirs, fresh_writer: saving.BackgroundWriter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    release = threading.Event()
+    real = saving.write_job
+
+    def held(job: saving.SaveJob) -> saving.Written:
+        assert release.wait(60), "test did not release the writer"
+        return real(job)
+
+    monkeypatch.setattr(saving, "write_job", held)
+    out = save(name="later")  # returns although the writer cannot write yet
+    target = comfy_dirs.output / "lookbook" / "harbour" / "later.png"
+    assert out.ui["images"][0]["filename"] == "later.png" and not target.exists()
+    release.set()
+    assert fresh_writer.flush(60)
+    assert target.exists() and not list(target.parent.glob("*.part"))
+
+
+def test_a_slow_disk_makes_the_saver_wait_instead_of_piling_up_images(
+    comfy_dirs: ComfyDirs, fresh_writer: saving.BackgroundWriter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    release, started = threading.Event(), threading.Event()
+    real = saving.write_job
+
+    def held(job: saving.SaveJob) -> saving.Written:
+        started.set()
+        assert release.wait(60)
+        return real(job)
+
+    monkeypatch.setattr(saving, "write_job", held)
+    save(name="n0")
+    assert started.wait(60)  # the writer holds n0; the queue holds up to MAX_PENDING more
+    for i in range(1, 1 + saving.MAX_PENDING):
+        save(name=f"n{i}")
+    blocked = threading.Thread(target=save, kwargs={"name": "n9"})
+    blocked.start()
+    blocked.join(0.5)
+    assert blocked.is_alive(), "a full queue must hold the next image back"
+    release.set()
+    blocked.join(60)
+    assert not blocked.is_alive() and fresh_writer.flush(60)
+    assert len(list((comfy_dirs.output / "lookbook" / "harbour").glob("*.png"))) == 4
+
+
+def test_a_failed_write_is_reported_by_the_next_save(
+    comfy_dirs: ComfyDirs, fresh_writer: saving.BackgroundWriter
+) -> None:
+    (comfy_dirs.output / "lookbook").write_text("a file where the pack folder should be")
+    save()  # accepted: the failure happens on the writer thread
+    assert fresh_writer.flush(60)
+    with pytest.raises(ValueError) as caught:
+        save(pack="other")
+    message = str(caught.value)
+    assert message.startswith("CharpackSavePack: an earlier image could not be written: ")
+    assert "lookbook/harbour/harbour_0001_5.png" in message and "free disk space" in message
+    save(pack="other")  # reported once; the saver works again
+    assert fresh_writer.flush(60)
+
+
+def test_pack_paths_accept_ordinary_names() -> None:
+    target = paths.pack_paths(
+        "/srv/out",
+        pack="Summer Lookbook 2025",
+        scene="café (day)",
+        name="ava_0001-12345",
+        index=3,
+        batch_size=4,
+    )
+    assert target.subfolder == "Summer Lookbook 2025/café (day)"
+    assert target.png.endswith("/Summer Lookbook 2025/café (day)/ava_0001-12345_03.png")
+
+
+@pytest.mark.parametrize("level", [0, 1, 3, 4, 9])
+@pytest.mark.parametrize("shape", [(9, 7), (9, 7, 1), (9, 7, 3), (9, 7, 4), (1, 1, 3)])
+def test_png_encoder_is_lossless_at_every_level(level: int, shape: tuple[int, ...]) -> None:
+    pixels = np.random.default_rng(level).integers(0, 256, shape, dtype=np.uint8)
+    data = encode_png(pixels, text=[("parameters", "café ☕"), ("seed", "5")], compress_level=level)
+    picture = Image.open(io.BytesIO(data))
+    picture.load()
+    assert np.array_equal(np.asarray(picture).reshape(shape), pixels)
+    assert picture.info["parameters"] == "café ☕" and picture.info["seed"] == "5"
+    Image.open(io.BytesIO(data)).verify()  # checks every chunk's CRC
