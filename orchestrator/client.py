@@ -11,10 +11,8 @@ It does not follow progress (:mod:`orchestrator.client_socket`) or decide when a
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,45 +20,19 @@ from .auth import ServerConfig
 from .client_files import Downloaded, Uploader, download
 from .client_http import Ambiguous, HttpCore
 from .client_rejections import rejection
-from .client_results import JobResult, JobState, OutputRef, parse_history
+from .client_results import (
+    JobResult,
+    JobState,
+    OutputRef,
+    Queue,
+    Submitted,
+    check_prompt_id,
+    parse_history,
+)
 from .errors import MissingOnServer, ServerUnavailable
 from .uploads import Upload
 
 log = logging.getLogger(__name__)
-
-_UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-
-
-def check_prompt_id(prompt_id: str) -> str:
-    """``prompt_id`` if it is a canonical lowercase UUID (newer servers accept nothing else)."""
-    if not isinstance(prompt_id, str) or not _UUID_RE.match(prompt_id):
-        raise ValueError(
-            f"prompt_id {prompt_id!r} is not a lowercase canonical UUID; use str(uuid.uuid4())."
-        )
-    return prompt_id
-
-
-@dataclass(frozen=True)
-class Queue:
-    """The server's queue: prompt ids running now and waiting, in queue order."""
-
-    running: tuple[str, ...]
-    pending: tuple[str, ...]
-
-    def __contains__(self, prompt_id: object) -> bool:
-        return prompt_id in self.running or prompt_id in self.pending
-
-    def __len__(self) -> int:
-        return len(self.running) + len(self.pending)
-
-
-@dataclass(frozen=True)
-class Submitted:
-    """A prompt the server accepted. ``recovered``: found on the server after an ambiguous POST."""
-
-    prompt_id: str
-    number: float | None
-    recovered: bool = False
 
 
 class ComfyClient:
@@ -199,6 +171,7 @@ class ComfyClient:
         if number is not None:
             body["number"] = number
         last = ""
+        maybe_sent = False
         for attempt in range(self.submit_attempts):
             if attempt:
                 time.sleep(self.http.delay(attempt - 1))
@@ -208,7 +181,7 @@ class ComfyClient:
                 last = str(exc)
                 continue
             except Ambiguous as exc:
-                last = exc.reason
+                last, maybe_sent = exc.reason, True
                 state = self._settle(prompt_id)
                 log.info(
                     "%s: POST /prompt %s: %s; on server: %s",
@@ -223,6 +196,8 @@ class ComfyClient:
                     break  # cannot tell; posting again could run it twice
                 continue
             return self._accepted(response, prompt_id)
+        if not maybe_sent:
+            raise ServerUnavailable(last)
         raise ServerUnavailable(
             f"{self.config.label}: could not submit prompt {prompt_id} ({last}). It may still "
             "be queued: check job_state() before submitting it again."
@@ -246,7 +221,10 @@ class ComfyClient:
         if response.status_code == 400 or body.get("node_errors"):
             queued = response.status_code == 200
             if queued:
-                self.cancel([prompt_id])
+                try:
+                    self.cancel([prompt_id])
+                except ServerUnavailable as exc:  # the rejection is the news; keep it
+                    log.warning("%s: could not cancel %s: %s", self.config.label, prompt_id, exc)
             raise rejection(
                 body,
                 server=self.config.label,

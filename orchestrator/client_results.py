@@ -1,19 +1,55 @@
-"""Typed results of a finished prompt, parsed from a ComfyUI ``/history/{id}`` entry.
+"""Typed values the client returns: submissions, queue snapshots, and finished prompts.
 
-Owns :class:`JobResult` (success / error / interrupted, the failing node, server-side start
-and end times), :class:`OutputRef` (a file the server wrote, fetched later through ``/view``)
-and the UI values of output nodes that are not files (such as an identity node's ``scores``).
-Pure parsing; no I/O.
+Owns :class:`Submitted`, :class:`Queue`, the prompt-id format check, and the parsing of a
+``/history/{id}`` entry into :class:`JobResult` (success / error / interrupted, the failing node,
+server-side start and end times), :class:`OutputRef` (a file the server wrote, fetched later
+through ``/view``) and the UI values of output nodes that are not files (such as an identity
+node's ``scores``). Pure data and parsing; no I/O.
 """
 
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ExecutionFailed
+
+_UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+def check_prompt_id(prompt_id: str) -> str:
+    """``prompt_id`` if it is a canonical lowercase UUID (newer servers accept nothing else)."""
+    if not isinstance(prompt_id, str) or not _UUID_RE.match(prompt_id):
+        raise ValueError(
+            f"prompt_id {prompt_id!r} is not a lowercase canonical UUID; use str(uuid.uuid4())."
+        )
+    return prompt_id
+
+
+@dataclass(frozen=True)
+class Queue:
+    """The server's queue: prompt ids running now and waiting, in queue order."""
+
+    running: tuple[str, ...]
+    pending: tuple[str, ...]
+
+    def __contains__(self, prompt_id: object) -> bool:
+        return prompt_id in self.running or prompt_id in self.pending
+
+    def __len__(self) -> int:
+        return len(self.running) + len(self.pending)
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """A prompt the server accepted. ``recovered``: found on the server after an ambiguous POST."""
+
+    prompt_id: str
+    number: float | None
+    recovered: bool = False
 
 
 class JobState(str, enum.Enum):

@@ -134,6 +134,23 @@ def test_post_that_never_reached_the_server_is_posted_again(
     assert _files(comfy_server, prefix) == [f"{prefix.split('/')[1]}_00001_.png"]
 
 
+def test_post_is_not_repeated_when_the_server_cannot_be_asked(
+    comfy_server: Any, relay: TcpRelay
+) -> None:
+    cfg = ServerConfig.from_url(relay.url, env={})
+    color, prefix, pid = fresh("unknowable")
+    relay.lose_next_response(status=None, match="POST /prompt")
+    relay.fail_next(status=502, count=1000, match="GET ")  # /queue and /history stay down
+    with ComfyClient(config=cfg, attempts=2, backoff=0.01) as client:
+        with pytest.raises(ServerUnavailable, match="may still be queued: check job_state"):
+            client.submit(invert_graph(color=color, prefix=prefix), prompt_id=pid, client_id="c")
+    assert len([r for r in relay.requests if r.startswith("POST /prompt")]) == 1
+    with ComfyClient(config=ServerConfig.from_url(comfy_server.url, env={})) as direct:
+        assert wait_done(
+            client=direct, prompt_id=pid, deadline=_deadline(), poll_interval=0.1
+        ).ok  # the one POST did run
+
+
 def test_submit_to_a_refusing_server_fails_clearly(relay: TcpRelay) -> None:
     cfg = ServerConfig.from_url(relay.url, name="pod-z", env={})
     relay.refuse()
