@@ -82,13 +82,19 @@ class _RedactingFilter(logging.Filter):
 
 
 _FILTER = _RedactingFilter()
-# Third-party loggers that print request URLs (urllib3 logs "GET /view?token=..." at DEBUG).
-_THIRD_PARTY_LOGGERS = ("urllib3", "urllib3.connectionpool", "requests", "websocket")
+# A logger's filters do not apply to its children, so each logger that can print a request URL
+# (urllib3 logs "GET /view?token=..." at DEBUG) or a server message is named here.
+_LOGGERS = (
+    *(f"urllib3.{m}" for m in ("connectionpool", "connection", "poolmanager", "response")),
+    "urllib3", "urllib3.util.retry", "requests", "websocket",
+    *(f"orchestrator.{m}" for m in ("auth", "client", "client_http", "client_files",
+                                      "client_socket", "client_wait", "events")),
+)  # fmt: skip
 
 
 def install_log_redaction() -> None:
-    """Mask secrets in the records of the HTTP/websocket libraries' own loggers (idempotent)."""
-    for name in (*_THIRD_PARTY_LOGGERS, "orchestrator"):
+    """Mask secrets in records of the HTTP/websocket libraries and the client (idempotent)."""
+    for name in _LOGGERS:
         logger = logging.getLogger(name)
         if _FILTER not in logger.filters:
             logger.addFilter(_FILTER)

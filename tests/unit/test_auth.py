@@ -117,5 +117,10 @@ def test_third_party_log_records_are_redacted(caplog: pytest.LogCaptureFixture) 
         200,
         2,
     )
-    assert "/x?token=***" in caplog.text
+    logging.getLogger("orchestrator.client_socket").info("handshake to /ws?clientId=c&token=%s",
+                                                         TOKEN)  # fmt: skip
+    logging.getLogger("urllib3.util.retry").debug("Incremented Retry for (url='/q?token=%s')",
+                                                  TOKEN)  # fmt: skip
+    assert "/x?token=***" in caplog.text and "clientId=c&token=***" in caplog.text
+    assert "/q?token=***" in caplog.text
     assert TOKEN not in caplog.text
