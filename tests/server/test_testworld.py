@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 import requests
 import websocket
+from PIL import Image
 
 from tests.comfy.facecheck import check_faces
 from tests.comfy.install import REPO, ComfyEnv
@@ -163,8 +164,6 @@ def test_whole_pipeline_runs_and_upscales_four_times(comfy_server: ComfyServer) 
     entry = run(comfy_server, pipeline(reference, seed=11, prefix="tw/full"))
     elapsed = time.monotonic() - started
     (path,) = saved(comfy_server, entry, "save")
-    from PIL import Image
-
     with Image.open(path) as picture:
         assert picture.size == (WIDTH * 4, HEIGHT * 4)
     assert elapsed < 60, "the CPU pipeline should take seconds, not minutes"
@@ -201,8 +200,6 @@ def test_identity_rises_with_faceid_and_instantid_and_varies_by_seed(
 
 
 def test_same_graph_gives_the_same_pixels(comfy_server: ComfyServer) -> None:
-    from PIL import Image
-
     reference = upload(comfy_server, AVA_FRONT)
     pixels = []
     for prefix in ("tw/same_a", "tw/same_b"):
