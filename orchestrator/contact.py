@@ -18,6 +18,7 @@ import logging
 import os
 import textwrap
 import time
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -101,13 +102,14 @@ def write_contact_sheets(
     tiles = collect_tiles(manifest, include_rejected=include_rejected)
     pages = paginate(tiles, columns=style.columns, rows_per_page=style.rows_per_page)
     thumb_h = round(style.thumb_width * _aspect(tiles))
-    painter = _Painter(style, thumb_h, header, _summary(tiles))
     written = []
-    for number, rows in enumerate(pages, start=1):
-        name = SHEET if number == 1 else f"contact-sheet-{number}.jpg"
-        canvas = painter.page(rows, number, len(pages))
-        written.append(_save(canvas, folder / name, style.quality))
-        canvas.close()
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        painter = _Painter(style, thumb_h, header, _summary(tiles), pool)
+        for number, rows in enumerate(pages, start=1):
+            name = SHEET if number == 1 else f"contact-sheet-{number}.jpg"
+            canvas = painter.page(rows, number, len(pages))
+            written.append(_save(canvas, folder / name, style.quality))
+            canvas.close()
     for stale in folder.glob("contact-sheet-*.jpg"):  # pages left from a bigger earlier sheet
         if stale not in written:
             stale.unlink()
@@ -197,8 +199,10 @@ def _summary(tiles: list[Tile]) -> str:
 class _Painter:
     """Draws pages; holds what every page shares (style, fonts, header text)."""
 
-    def __init__(self, style: SheetStyle, thumb_h: int, header: Header, summary: str) -> None:
-        self.style, self.w, self.h = style, style.thumb_width, thumb_h
+    def __init__(
+        self, style: SheetStyle, thumb_h: int, header: Header, summary: str, pool: Executor
+    ) -> None:
+        self.style, self.w, self.h, self.pool = style, style.thumb_width, thumb_h, pool
         self.header, self.summary = header, summary
         self.title, self.sub, self.band = _font(32, bold=True), _font(16), _font(17, bold=True)
         self.label, self.small, self.stamp = _font(14, bold=True), _font(12), _font(18, bold=True)
@@ -221,8 +225,11 @@ class _Painter:
                     (MARGIN, y + BAND_H - 6, self.style.width - MARGIN, y + BAND_H - 6), fill=CARD
                 )
                 y += BAND_H
-            for col, tile in enumerate(row):
-                self._tile(tile, MARGIN + col * (self.w + GAP), y)
+            # Decoding dominates and Pillow releases the GIL while decoding: a row's images load
+            # in parallel, and only one row's worth is ever in memory.
+            thumbs = self.pool.map(self._load, row)
+            for col, (tile, thumb) in enumerate(zip(row, thumbs, strict=True)):
+                self._tile(tile, MARGIN + col * (self.w + GAP), y, thumb)
             y += row_h
         return self.canvas
 
@@ -250,10 +257,14 @@ class _Painter:
             width = draw.textlength(label, font=self.sub)
             draw.text((self.style.width - MARGIN - width, 36), label, font=self.sub, fill=MUTED)
 
-    def _tile(self, tile: Tile, x: int, y: int) -> None:
+    def _tile(self, tile: Tile, x: int, y: int, thumb: Image.Image | None) -> None:
         w, h, draw = self.w, self.h, self.draw
         draw.rectangle((x, y, x + w - 1, y + h + LABEL_H - 1), fill=CARD)
-        drawn = tile.kind in ("image", "rejected") and self._thumb(tile, x, y)
+        drawn = thumb is not None
+        if thumb is not None:
+            at = (x + (w - thumb.width) // 2, y + (h - thumb.height) // 2)
+            self.canvas.paste(thumb, at, thumb)
+            thumb.close()
         if tile.kind == "rejected" and drawn:
             draw.rectangle((x, y, x + w - 1, y + h - 1), outline=BAD, width=3)
             width = draw.textlength("REJECTED", font=self.small)
@@ -266,8 +277,10 @@ class _Painter:
             self._placeholder(title, note, x, y, NEUTRAL if kind == "pending" else BAD)
         self._label(tile, x, y + h)
 
-    def _thumb(self, tile: Tile, x: int, y: int) -> bool:
-        assert tile.path is not None
+    def _load(self, tile: Tile) -> Image.Image | None:
+        """The tile's thumbnail, or None for a placeholder (runs in the pool's threads)."""
+        if tile.kind not in ("image", "rejected") or tile.path is None:
+            return None
         box = (self.w, self.h)
         try:
             with Image.open(tile.path) as img:
@@ -276,11 +289,8 @@ class _Painter:
                 thumb = ImageOps.contain(img.convert("RGBA"), box, Image.Resampling.LANCZOS)
         except (OSError, UnidentifiedImageError, ValueError) as exc:
             log.warning("contact sheet: cannot read %s (%s)", tile.path, exc)
-            return False
-        at = (x + (self.w - thumb.width) // 2, y + (self.h - thumb.height) // 2)
-        self.canvas.paste(thumb, at, thumb)
-        thumb.close()
-        return True
+            return None
+        return thumb
 
     def _placeholder(self, title: str, note: str, x: int, y: int, colour: Colour) -> None:
         draw, w = self.draw, self.w
@@ -298,7 +308,7 @@ class _Painter:
 
     def _label(self, tile: Tile, x: int, y: int) -> None:
         draw, w = self.draw, self.w
-        name = self._fit(f"{tile.scene} #{tile.index:03d}", self.label, w - 70)
+        name = self._fit(f"#{tile.index:03d} {tile.scene}", self.label, w - 70)  # index survives
         draw.text((x + 8, y + 6), name, font=self.label, fill=TEXT)
         seed = self._fit("seed –" if tile.seed is None else f"seed {tile.seed}", self.small, w - 70)
         draw.text((x + 8, y + 26), seed, font=self.small, fill=MUTED)

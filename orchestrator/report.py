@@ -303,7 +303,7 @@ def histogram(
         bar = "█" * _cells(n_good, peak, width) + "░" * _cells(n_bad, peak, width)
         start = b * bin_width
         mark = ""
-        if threshold is not None and start <= threshold < start + bin_width:
+        if threshold is not None and b == int(threshold / bin_width + 1e-9):
             mark = f"  ◀ threshold {threshold:g}"
         lines.append(
             f"{start:4.2f}–{start + bin_width:4.2f} │{bar:<{width}} {n_good + n_bad}{mark}"

@@ -67,6 +67,8 @@ def test_histogram_marks_rejected_scores_and_the_threshold() -> None:
     assert any("◀ threshold 0.45" in line and line.startswith("0.45") for line in lines)
     assert "██████████ 2" in next(line for line in lines if line.startswith("0.60"))
     assert histogram([], []) == []
+    edge = histogram([0.86, 0.93], [], threshold=0.9)  # 0.9 sits on a bin edge: one mark
+    assert [line[:4] for line in edge if "threshold" in line] == ["0.90"]
 
 
 def test_price_comes_from_the_environment_or_the_documented_default() -> None:

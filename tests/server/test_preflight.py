@@ -1,0 +1,187 @@
+"""charpack preflight against a real ComfyUI 0.3.75: what a server lacks, named with the
+provisioning entry that provides it, before any GPU time is spent."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+import yaml
+from charpack_nodes.pipelines import catalog
+from typer.testing import CliRunner
+
+from orchestrator import cli_pack
+from orchestrator.auth import ServerConfig
+from orchestrator.client import ComfyClient
+from orchestrator.errors import MissingOnServer
+from orchestrator.jobs import Job, expand
+from orchestrator.objectinfo import ObjectInfo
+from orchestrator.packfile import load_pack
+from orchestrator.preflight import (
+    PreflightReport,
+    check_jobs,
+    load_provisioning,
+    preflight,
+)
+from tests.comfy.server import free_port
+
+pytestmark = pytest.mark.server
+
+REPO = Path(__file__).resolve().parents[2]
+app = typer.Typer()
+app.command()(cli_pack.preflight)
+app.command()(cli_pack.report)
+runner = CliRunner()
+
+
+@pytest.fixture
+def pack_file(tmp_path: Path) -> Path:
+    """The small example pack (3 scenes), copied so a test may edit it."""
+    shutil.copytree(REPO / "examples", tmp_path / "examples")
+    return tmp_path / "examples" / "small-pack.yaml"
+
+
+@pytest.fixture
+def client(comfy_server: Any) -> Iterator[ComfyClient]:
+    config = ServerConfig.from_url(comfy_server.url, name="cpu-test", env={})
+    with ComfyClient(config=config) as c:
+        yield c
+
+
+def _edit(pack_file: Path, **character: Any) -> None:
+    data = yaml.safe_load(pack_file.read_text())
+    data["character"].update(character)
+    pack_file.write_text(yaml.safe_dump(data))
+
+
+def _jobs(pack_file: Path) -> list[Job]:
+    return expand(load_pack(pack_file))
+
+
+def test_a_provisioned_server_is_ready(pack_file: Path, client: ComfyClient) -> None:
+    report = preflight(_jobs(pack_file), client=client, provisioning=load_provisioning())
+    assert report.ok and report.exit_code == 0, report.errors
+    assert report.comfyui_version == "0.3.75"
+    assert report.checked["workflows"] == 3 and report.checked["node_types"] >= 20
+    # The cubiq packs read models/insightface directly; the server cannot list it, so it is a
+    # warning naming the folder and the files to place, not a silent pass.
+    probes = {f.subject: f for f in report.warnings if f.check == "insightface"}
+    buffalo = probes["models/insightface/models/buffalo_l/"]
+    assert "w600k_r50.onnx" in buffalo.fix and "not nested" in buffalo.fix
+
+
+def test_a_lora_that_is_not_there_is_reported_with_its_folder(
+    pack_file: Path, comfy_server: Any
+) -> None:
+    _edit(pack_file, lora={"file": "ava_v2.safetensors", "strength": 0.7})
+    out = runner.invoke(app, ["preflight", str(pack_file), "--server", comfy_server.url])
+    assert out.exit_code == 2, out.output
+    assert "ava_v2.safetensors is not in models/loras/" in out.output
+    assert "character_lora.safetensors" in out.output  # what the server has instead
+    data = json.loads(
+        runner.invoke(
+            app, ["preflight", str(pack_file), "--server", comfy_server.url, "--json"]
+        ).output
+    )
+    (finding,) = [f for f in data["findings"] if f["level"] == "error"]
+    assert finding["subject"] == "models/loras/ava_v2.safetensors"
+    assert "no provisioning entry" in finding["fix"]
+    assert sorted(finding["used_by"]) == ["beach-sunset", "cafe-terrace", "city-walk"]
+
+
+def test_a_missing_model_names_its_provisioning_entry(pack_file: Path, client: ComfyClient) -> None:
+    jobs = _jobs(pack_file)
+    live = ObjectInfo(client.object_info(), source="live")
+
+    def lister(folder: str) -> list[str] | None:
+        # The server as it would be without the upscaler and the FaceID LoRA on disk.
+        gone = {"4x-UltraSharp.pth", "ip-adapter-faceid-plusv2_sdxl_lora.safetensors"}
+        try:
+            return [f for f in client.models(folder) if f not in gone]
+        except MissingOnServer:
+            return None
+
+    raw = dict(live.raw)
+    upscaler = json.loads(json.dumps(raw["UpscaleModelLoader"]))
+    upscaler["input"]["required"]["model_name"][1]["options"] = []
+    raw["UpscaleModelLoader"] = upscaler
+    report = check_jobs(
+        jobs,
+        info=ObjectInfo(raw, source="saved"),
+        lister=lister,
+        provisioning=load_provisioning(),
+        report=PreflightReport(server="saved"),
+    )
+    fixes = {f.subject: f.fix for f in report.errors}
+    assert (
+        "[models.ultrasharp_4x] in runpod/manifest.toml"
+        in fixes["models/upscale_models/4x-UltraSharp.pth"]
+    )
+    lora = "models/loras/ip-adapter-faceid-plusv2_sdxl_lora.safetensors"
+    assert "[models.faceid_plusv2_sdxl_lora]" in fixes[lora]  # found by name by the FaceID loader
+    assert len(report.errors) == 2
+
+
+def test_a_saved_object_info_without_a_pack_lists_its_node_types_and_entry(
+    pack_file: Path, client: ComfyClient
+) -> None:
+    live = client.object_info()
+    without = {
+        ct: info
+        for ct, info in live.items()
+        if getattr(catalog.get(ct), "pack", None) != catalog.IPADAPTER
+    }
+    # and a server whose KSampler allows less guidance than the pack asks for (4.0)
+    sampler = json.loads(json.dumps(without["KSampler"]))
+    sampler["input"]["required"]["cfg"][1]["max"] = 3.0
+    without["KSampler"] = sampler
+    report = check_jobs(
+        _jobs(pack_file),
+        info=ObjectInfo(without, source="saved /object_info"),
+        lister=lambda folder: None,
+        provisioning=load_provisioning(),
+        report=PreflightReport(server="saved"),
+    )
+    nodes = {f.subject: f.fix for f in report.errors if f.check == "node"}
+    assert set(nodes) == {"IPAdapterUnifiedLoaderFaceID", "IPAdapterFaceID"}
+    assert (
+        "[node_packs.ComfyUI_IPAdapter_plus] (cubiq/ComfyUI_IPAdapter_plus @ 9d076a3)"
+        in (nodes["IPAdapterFaceID"])
+    )
+    (cfg,) = [f for f in report.errors if f.check == "workflow"]
+    assert "cfg: 4.0 is above the maximum 3.0" in cfg.problem
+
+
+def test_a_server_without_the_node_packs(pack_file: Path, comfy_server_factory: Any) -> None:
+    # Only charpack's own node pack loads: the third-party stand-ins are switched off.
+    bare = comfy_server_factory(
+        extra_args=("--disable-all-custom-nodes", "--whitelist-custom-nodes", "charpack_nodes")
+    )
+    config = ServerConfig.from_url(bare.url, env={})
+    with ComfyClient(config=config) as c:
+        report = preflight(_jobs(pack_file), client=c, provisioning=load_provisioning())
+    missing = {f.subject: f.fix for f in report.errors if f.check == "node"}
+    assert set(missing) == {
+        "IPAdapterUnifiedLoaderFaceID", "IPAdapterFaceID", "InstantIDModelLoader",
+        "InstantIDFaceAnalysis", "InstantIDAttentionPatch", "SAMLoader", "FaceDetailer",
+        "UltralyticsDetectorProvider",
+    }  # fmt: skip
+    assert "[node_packs.ComfyUI-Impact-Subpack]" in missing["UltralyticsDetectorProvider"]
+    unknown = {f.subject: f for f in report.warnings if f.check == "model"}
+    sam = unknown["models/sams/sam_vit_b_01ec64.pth"]
+    assert "ComfyUI-Impact-Pack registers it" in sam.problem
+    assert "[models.sam_vit_b]" in sam.fix
+    assert report.exit_code == 2
+
+
+def test_an_unreachable_server_exits_3_and_says_what_to_check(pack_file: Path) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    out = runner.invoke(app, ["preflight", str(pack_file), "--server", url])
+    assert out.exit_code == 3
+    assert "cannot" in out.output.lower() or "unreachable" in out.output.lower()
+    assert "check the URL" in out.output
