@@ -19,6 +19,7 @@ from rich.logging import RichHandler
 from rich.markup import escape
 from rich.table import Table
 
+from . import cli_pack, cli_pod
 from . import workflows as workflow_files
 from .errors import CharpackError, ValidationError
 from .jobs import expand
@@ -36,6 +37,11 @@ app = typer.Typer(
 )
 workflows_app = typer.Typer(help="Generated workflow JSON (workflows/api/).", no_args_is_help=True)
 app.add_typer(workflows_app, name="workflows")
+app.add_typer(cli_pod.app, name="pod")
+app.command()(cli_pack.preflight)
+app.command()(cli_pack.report)
+app.command()(cli_pack.publish)
+app.command("contact-sheet")(cli_pack.contact_sheet)
 
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
