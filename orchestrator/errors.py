@@ -6,9 +6,11 @@ with ``error.exit_code``; nothing here logs or prints.
     CharpackError
     ├── PackError                 the pack file or its files are wrong (before anything is sent)
     ├── ValidationError           a graph fails static validation against object_info
+    ├── ServerConfigError         a server URL or its credentials (environment) are malformed
     ├── ServerUnavailable         a server cannot be reached / answers 5xx / proxy timeout
     ├── AuthError                 a server (or its proxy) refused our credentials
     ├── PromptRejected            POST /prompt answered 400 or 200 with node_errors
+    ├── MissingOnServer           a model folder or a reported output file is not on the server
     ├── ExecutionFailed           the server ran the prompt and a node raised
     ├── JobLost                   the server no longer knows a prompt (restart)
     ├── TimeoutExceeded           a bounded wait ran out
