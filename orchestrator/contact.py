@@ -21,7 +21,7 @@ import time
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
 
@@ -117,36 +117,38 @@ def write_contact_sheets(
 
 
 def collect_tiles(manifest: Manifest, *, include_rejected: bool = False) -> list[Tile]:
-    """The sheet's tiles in manifest order; rejected attempts before the job's final tile."""
-    folder = manifest.folder
-    tiles: list[Tile] = []
+    """The sheet's tiles in manifest order; rejected attempts before the job's final tile.
+
+    A job that ended below the threshold shows the image it kept (its best attempt), marked as
+    rejected; ``include_rejected`` shows every attempt below the threshold instead.
+    """
+    folder, tiles = manifest.folder, []
     for entry in manifest:
         scene, index = str(entry.get("scene", "?")), int(entry.get("index", 0))
-        status = entry.get("status", "pending")
-        attempts = entry.get("attempts") or []
-        rejected = [a for a in attempts if a.get("status") == "below_threshold" and a.get("files")]
-        if include_rejected or status == "below_threshold":
-            shown = rejected if include_rejected else rejected[-1:]
-            for attempt in shown:
-                path = inside(folder, attempt["files"][0]["path"])
-                kind: TileKind = "rejected" if path.is_file() else "missing"
-                tiles.append(
-                    Tile(kind, scene, index, attempt.get("seed"), attempt.get("score"), path)
-                )
+        status, attempts = entry.get("status", "pending"), entry.get("attempts") or []
+        shown: list[tuple[str, Any, Any]] = []  # (path, seed, score) of images to show
+        if include_rejected:
+            shown += [
+                (a["files"][0]["path"], a.get("seed"), a.get("score"))
+                for a in attempts
+                if a.get("status") == "below_threshold" and a.get("files")
+            ]
+        elif status == "below_threshold" and entry.get("image"):
+            shown.append((str(entry["image"]), entry.get("seed"), entry.get("score")))
         if status == "done" and entry.get("image"):
-            path = inside(folder, str(entry["image"]))
-            kind = "image" if path.is_file() else "missing"
-            note = "" if kind == "image" else f"file missing: {entry['image']}"
-            tiles.append(
-                Tile(kind, scene, index, entry.get("seed"), entry.get("score"), path, note)
-            )
-        elif status == "failed":
+            shown.append((str(entry["image"]), entry.get("seed"), entry.get("score")))
+        for number, (rel, seed, score) in enumerate(shown, start=1):
+            path = inside(folder, rel)
+            accepted = status == "done" and number == len(shown)
+            kind: TileKind = ("image" if accepted else "rejected") if path.is_file() else "missing"
+            note = "" if path.is_file() else f"file missing: {rel}"
+            tiles.append(Tile(kind, scene, index, seed, score, path, note))
+        if status == "failed":
             error = entry.get("error") or (attempts[-1].get("error") if attempts else None)
             tiles.append(Tile("failed", scene, index, entry.get("seed"), None, None, str(error)))
         elif status in ("pending", "submitted"):
-            tiles.append(
-                Tile("pending", scene, index, entry.get("seed"), None, None, "not run yet")
-            )
+            note = "not run yet"
+            tiles.append(Tile("pending", scene, index, entry.get("seed"), None, None, note))
     return tiles
 
 

@@ -198,7 +198,7 @@ def build_report(folder: Path, *, price_per_hour: float, price_source: str = "gi
             accepted.append(float(entry["score"]))  # type: ignore[arg-type]
         if job_status in ("failed", "below_threshold"):
             last = tries[-1].get("error") if tries else None
-            error = entry.get("error") or last or "below the identity threshold"
+            error = entry.get("error") or last or _below(entry.get("score"))
             failures.append(Failure(entry["key"], job_status, len(tries), str(error)))
         for attempt in tries:
             attempt_status[str(attempt.get("status", "?"))] += 1
@@ -309,6 +309,11 @@ def histogram(
             f"{start:4.2f}–{start + bin_width:4.2f} │{bar:<{width}} {n_good + n_bad}{mark}"
         )
     return lines
+
+
+def _below(score: Any) -> str:
+    best = f"best score {score:.3f}" if isinstance(score, (int, float)) else "no score"
+    return f"every attempt scored below the identity threshold ({best}); its image is kept"
 
 
 def _cells(count: int, peak: int, width: int) -> int:

@@ -126,6 +126,9 @@ def build(
             }
             attempts.append(attempt)
         last = spec.shots[-1] if spec.shots else None
+        if spec.status == "below_threshold":  # the runner keeps the best attempt as the image
+            last = max(spec.shots, key=lambda shot: shot.score or 0.0)
+            image = f"rejected/{spec.scene}/{spec.scene}_{spec.index:03d}_{last.seed}.png"
         entry: JobEntry = {
             "key": key,
             "scene": spec.scene,
@@ -134,9 +137,9 @@ def build(
             "seed": last.seed if last else spec.index,
             "prompt_id": attempts[-1]["prompt_id"] if attempts else None,
             "server": last.server if last else None,
-            "score": last.score if last and spec.status == "done" else None,
+            "score": last.score if last and spec.status in ("done", "below_threshold") else None,
             "error": last.error if last and spec.status == "failed" else None,
-            "image": image if spec.status == "done" else None,
+            "image": image if spec.status in ("done", "below_threshold") else None,
             "attempts": attempts,
         }
         manifest.put(entry)

@@ -60,6 +60,16 @@ def test_tiles_follow_the_manifest_with_rejected_attempts_on_request(tmp_path: P
     assert "CUDA out of memory" in tiles[4].note
 
 
+def test_a_job_below_the_threshold_shows_its_kept_image_as_rejected(tmp_path: Path) -> None:
+    shots = [Shot(7, 0.31, "below_threshold"), Shot(8, 0.40, "below_threshold")]
+    manifest = build(tmp_path, [JobSpec("gym", 1, shots, status="below_threshold")])
+    (tile,) = collect_tiles(manifest)
+    assert (tile.kind, tile.seed, tile.score) == ("rejected", 8, 0.40)  # the best attempt
+    assert tile.path == tmp_path / "rejected" / "gym" / "gym_001_8.png"
+    every = collect_tiles(manifest, include_rejected=True)
+    assert [(t.kind, t.seed) for t in every] == [("rejected", 7), ("rejected", 8)]
+
+
 def test_sheet_is_a_jpeg_grid_with_scores_coloured_against_the_threshold(tmp_path: Path) -> None:
     small_pack(tmp_path)
     style = SheetStyle(columns=4, thumb_width=200)

@@ -61,6 +61,19 @@ def test_cost_is_each_servers_busy_span_times_the_price(tmp_path: Path) -> None:
     assert r.stage_means_s == {"base": pytest.approx(12.0), "upscale": pytest.approx(8.0)}
 
 
+def test_a_job_below_the_threshold_is_listed_with_its_best_score(tmp_path: Path) -> None:
+    shots = [Shot(7, 0.31, "below_threshold"), Shot(8, 0.40, "below_threshold")]
+    build(
+        tmp_path,
+        [JobSpec("gym", 1, shots, status="below_threshold"), JobSpec("gym", 2, [Shot(9, 0.7)])],
+    )
+    r = build_report(tmp_path, price_per_hour=0.69)
+    assert r.images == 1 and r.status == {"below_threshold": 1, "done": 1}
+    assert r.rejected_scores == [0.31, 0.40] and r.accepted_scores == [0.7]
+    (failure,) = r.failures
+    assert failure.status == "below_threshold" and "best score 0.400" in failure.error
+
+
 def test_histogram_marks_rejected_scores_and_the_threshold() -> None:
     lines = histogram([0.61, 0.62, 0.71], [0.31], threshold=0.45, width=10)
     assert lines[0].startswith("0.30–0.35 │░") and lines[0].endswith(" 1")
