@@ -15,6 +15,7 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -71,10 +72,17 @@ def _boot_manifest(
     return manifest
 
 
+@pytest.fixture
+def run_dir() -> Iterator[Path]:
+    """start.py's run folder, outside pytest's private temp tree: nginx workers run as nobody."""
+    path = Path(tempfile.mkdtemp(prefix="charpack-run-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
 def _boot(
-    env: ComfyEnv, volume: Path, manifest: Path, port: int, token: str
+    env: ComfyEnv, volume: Path, manifest: Path, port: int, token: str, run_dir: Path
 ) -> subprocess.Popen[bytes]:
-    run_dir = tempfile.mkdtemp(prefix="charpack-run-")  # reachable by nginx's nobody workers
     environ = {
         **{k: v for k, v in os.environ.items() if not k.startswith("CHARPACK_")},
         "CHARPACK_COMFY_TOKEN": token,
@@ -94,7 +102,7 @@ def _boot(
             "--listen",
             f"127.0.0.1:{port}",
             "--run-dir",
-            run_dir,
+            str(run_dir),
             "--no-install-nginx",
             "--ready-timeout",
             "120",
@@ -133,6 +141,7 @@ def test_an_empty_volume_boots_to_a_token_protected_comfyui_and_reboots_without_
     comfy_remote: Remote,
     file_server: FileServer,
     tmp_path: Path,
+    run_dir: Path,
 ):
     token = "boot_" + "Z9" * 20
     volume = tmp_path / "workspace"
@@ -146,7 +155,7 @@ def test_an_empty_volume_boots_to_a_token_protected_comfyui_and_reboots_without_
     )
     url = f"http://127.0.0.1:{port}"
 
-    proc = _boot(comfy_env, volume, manifest_path, port, token)
+    proc = _boot(comfy_env, volume, manifest_path, port, token, run_dir)
     try:
         health = _wait_health(url, token, proc)
         argv = health.json()["system"]["argv"]
@@ -168,7 +177,7 @@ def test_an_empty_volume_boots_to_a_token_protected_comfyui_and_reboots_without_
     downloads = len(file_server.requests)
 
     # A restarted pod provisions again: nothing to download, nothing to change.
-    proc = _boot(comfy_env, volume, manifest_path, port, token)
+    proc = _boot(comfy_env, volume, manifest_path, port, token, run_dir)
     try:
         _wait_health(url, token, proc)
         report = requests.get(
