@@ -7,6 +7,8 @@ import hashlib
 import io
 import json
 import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -236,3 +238,24 @@ def test_png_encoder_is_lossless_at_every_level(level: int, shape: tuple[int, ..
     assert np.array_equal(np.asarray(picture).reshape(shape), pixels)
     assert picture.info["parameters"] == "café ☕" and picture.info["seed"] == "5"
     Image.open(io.BytesIO(data)).verify()  # checks every chunk's CRC
+
+
+def test_images_still_queued_when_the_process_exits_are_written_first(tmp_path: Path) -> None:
+    # The write is held until the interpreter has started to exit (atexit runs handlers in
+    # reverse order, so the gate opens just before the writer's own exit flush).
+    code = f"""
+import atexit, threading
+import numpy as np
+from charpack_nodes.ops import paths, saving
+gate = threading.Event()
+real = saving.write_job
+saving.write_job = lambda job: (gate.wait(60), real(job))[1]
+writer = saving.writer()
+atexit.register(gate.set)
+target = paths.pack_paths({str(tmp_path)!r}, pack="p", scene="s", name="last")
+writer.submit(saving.SaveJob(image=np.zeros((8, 8, 3), np.uint8), paths=target, text=(),
+                             sidecar={{}}, compress_level=1))
+"""
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+    assert (tmp_path / "p" / "s" / "last.png").is_file()
+    assert (tmp_path / "p" / "s" / "last.json").is_file()
