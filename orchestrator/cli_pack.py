@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -26,7 +27,7 @@ from .packfile import load_pack
 from .preflight import PreflightReport, load_provisioning
 from .preflight import preflight as run_preflight
 from .publish import publish as run_publish
-from .report import PRICE_ENV, PackReport, build_report, histogram, price_from_env, score_stats
+from .report import PRICE_ENV, PackReport, build_report, price_from_env, score_stats
 
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
@@ -66,12 +67,11 @@ def _preflight_json(report: PreflightReport) -> dict[str, Any]:
 def _show_preflight(report: PreflightReport, pack: str) -> None:
     version = f"ComfyUI {report.comfyui_version}" if report.comfyui_version else "no answer"
     console.print(f"preflight {escape(pack)} on {escape(report.server)} ({escape(version)})")
-    for f in sorted(report.findings, key=lambda f: f.level != "error"):  # errors first; lines
-        # rather than a table: fixes are long and people copy them
+    # Errors first, as lines rather than a table: fixes are long and people copy them.
+    for f in sorted(report.findings, key=lambda f: f.level != "error"):
         mark = "[red]✗[/]" if f.level == "error" else "[yellow]![/]"
-        scenes = ", ".join(f.used_by[:3]) + (
-            f" and {len(f.used_by) - 3} more" if len(f.used_by) > 3 else ""
-        )
+        used = list(f.used_by)
+        scenes = ", ".join(used[:3]) + (f" and {len(used) - 3} more" if len(used) > 3 else "")
         where = f"  [dim](scenes: {escape(scenes)})[/]" if scenes else ""
         console.print(f"{mark} {f.check:<11} [bold]{escape(f.subject)}[/]{where}")
         console.print(f"    {escape(f.problem)}", highlight=False)
@@ -169,6 +169,43 @@ def _show_time_and_cost(r: PackReport) -> None:
             f"server(s) × ${r.price_per_hour:.2f}/h = ${r.cost:.2f}{per} "
             f"({escape(r.price_source)}; pod start-up not included)"
         )
+
+
+def histogram(
+    accepted: list[float],
+    rejected: list[float],
+    *,
+    threshold: float | None = None,
+    bin_width: float = 0.05,
+    width: int = 32,
+) -> list[str]:
+    """A text histogram of scores: ``█`` accepted, ``░`` below the threshold, one line per bin."""
+    every = accepted + rejected
+    if not every:
+        return []
+    lo = int(min(every) / bin_width + 1e-9)
+    hi = int(max(every) / bin_width + 1e-9)
+    bins = range(lo, hi + 1)
+    good = Counter(int(s / bin_width + 1e-9) for s in accepted)
+    bad = Counter(int(s / bin_width + 1e-9) for s in rejected)
+    peak = max(good[b] + bad[b] for b in bins)
+    lines = []
+    for b in bins:
+        n_good, n_bad = good[b], bad[b]
+        bar = "█" * _cells(n_good, peak, width) + "░" * _cells(n_bad, peak, width)
+        start = b * bin_width
+        mark = ""
+        if threshold is not None and b == int(threshold / bin_width + 1e-9):
+            mark = f"  ◀ threshold {threshold:g}"
+        lines.append(
+            f"{start:4.2f}–{start + bin_width:4.2f} │{bar:<{width}} {n_good + n_bad}{mark}"
+        )
+    return lines
+
+
+def _cells(count: int, peak: int, width: int) -> int:
+    # A bin with any score gets at least one cell, so a lone outlier stays visible.
+    return max(1, round(count * width / peak)) if count else 0
 
 
 def publish(

@@ -6,10 +6,10 @@ counts, then each scene as a titled band of thumbnails labelled with scene, inde
 identity score (green at or above the pack's threshold, red below). Failed and unfinished jobs
 get a placeholder tile with their error; rejected attempts can be shown, marked as such.
 
-Memory stays flat however large the pack: images are opened one at a time and shrunk while
-decoding (JPEG ``draft``, ``reduce`` for PNG through ``thumbnail``'s reducing gap), and a page
-holds at most ``rows_per_page`` rows, so the canvas size is bounded too. It reads the manifest
-and the image files and changes nothing but the sheet's own pages.
+Memory stays flat however large the pack: only one row of images is open at a time (decoded
+on a few threads), each shrunk while decoding (JPEG ``draft``, ``reduce`` for PNG through
+``thumbnail``'s reducing gap), and a page holds at most ``rows_per_page`` rows, so the canvas is
+bounded too. It reads the manifest and the images and writes nothing but the sheet's pages.
 """
 
 from __future__ import annotations
@@ -34,18 +34,10 @@ SHEET = "contact-sheet.jpg"
 TileKind = Literal["image", "rejected", "failed", "pending", "missing"]
 Colour = tuple[int, int, int]
 
-BG = (24, 24, 27)
-CARD = (39, 39, 44)
-TEXT = (236, 236, 240)
-MUTED = (150, 150, 160)
-GOOD = (46, 160, 67)
-BAD = (218, 54, 51)
-NEUTRAL = (88, 96, 105)
-GAP = 14
-MARGIN = 28
-LABEL_H = 46
-BAND_H = 40
-HEADER_H = 116
+# Colours (a dark lightbox, so photographs stand out) and sizes in pixels.
+BG, CARD, TEXT, MUTED = (24, 24, 27), (39, 39, 44), (236, 236, 240), (150, 150, 160)
+GOOD, BAD, NEUTRAL = (46, 160, 67), (218, 54, 51), (88, 96, 105)
+GAP, MARGIN, LABEL_H, BAND_H, HEADER_H = 14, 28, 46, 40, 116
 
 
 @dataclass(frozen=True)

@@ -65,7 +65,10 @@ class Finding:
     subject: str
     problem: str
     fix: str
-    used_by: tuple[str, ...] = ()
+    used_by: Iterable[str] = ()  # scenes; stored sorted, as a tuple
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "used_by", tuple(sorted(set(self.used_by))))
 
 
 @dataclass
@@ -152,16 +155,10 @@ def preflight(
     version = stats.get("system", {}).get("comfyui_version")
     report.comfyui_version = None if version is None else str(version)
     if report.comfyui_version != pinned:
-        report.findings.append(
-            Finding(
-                "warning",
-                "version",
-                f"ComfyUI {report.comfyui_version or 'unknown'}",
-                f"charpack is tested with ComfyUI {pinned}; node packs are pinned for it",
-                f"run ComfyUI {pinned} ([comfyui] in runpod/manifest.toml) or test this pack "
-                "on a few images first",
-            )
-        )
+        subject = f"ComfyUI {report.comfyui_version or 'unknown'}"
+        problem = f"charpack is tested with ComfyUI {pinned}; node packs are pinned for it"
+        fix = f"run ComfyUI {pinned} ([comfyui] in runpod/manifest.toml) or try a few images first"
+        report.findings.append(Finding("warning", "version", subject, problem, fix))
 
     def lister(folder: str) -> list[str] | None:
         try:
@@ -234,7 +231,7 @@ def check_jobs(
             if not line.startswith(tuple(skip)):
                 refused.setdefault(line, []).append(scene)
     for line, where in refused.items():
-        add(Finding("error", "workflow", where[0], line, "", tuple(sorted(where))))
+        add(Finding("error", "workflow", where[0], line, "", where))
     report.checked.update(
         workflows=len(graphs),
         node_types=len(types),
@@ -257,45 +254,24 @@ def _face_pack(class_type: str, inputs: dict[str, Any]) -> str | None:
 
 
 def _check_face_packs(
-    packs: dict[str, set[str]],
-    lister: Lister,
-    provisioning: Provisioning | None,
-    add: Callable[[Finding], None],
+    packs: dict[str, set[str]], lister: Lister, prov: Provisioning | None, add: Callable[..., None]
 ) -> None:
-    if not packs:
-        return
-    listed = lister("insightface")
+    listed = lister("insightface") if packs else None
     have = {f.replace("\\", "/") for f in listed} if listed is not None else None
     for pack, scenes in sorted(packs.items()):
         folder = f"insightface/models/{pack}"
-        wanted = provisioning.pack_files(folder) if provisioning else []
+        subject, wanted = f"models/{folder}/", prov.pack_files(folder) if prov else []
         if have is None:
-            add(
-                Finding(
-                    "warning",
-                    "insightface",
-                    f"models/{folder}/",
-                    "cannot be probed: the server does not list models/insightface",
-                    f"make sure models/{folder}/ holds {', '.join(wanted) or 'the pack'} (not "
-                    "nested); provisioning places it",
-                    tuple(sorted(scenes)),
-                )
-            )
+            problem = "cannot be probed: the server does not list models/insightface"
+            fix = f"make sure {subject} holds {', '.join(wanted) or 'the pack'} (not nested)"
+            add(Finding("warning", "insightface", subject, problem, fix, scenes))
             continue
         absent = [f for f in wanted if f"models/{pack}/{f}" not in have]
         if absent or not any(f.startswith(f"models/{pack}/") for f in have):
-            entries = [provisioning.model_entry(folder, f) for f in absent] if provisioning else []
-            add(
-                Finding(
-                    "error",
-                    "insightface",
-                    f"models/{folder}/",
-                    f"InsightFace pack {pack} is missing {', '.join(absent) or 'its files'}",
-                    f"place them in models/{folder}/ (not nested): "
-                    + (", ".join(e for e in entries if e) or "see runpod/README.md"),
-                    tuple(sorted(scenes)),
-                )
-            )
+            entries = [e for f in absent if prov and (e := prov.model_entry(folder, f))]
+            problem = f"InsightFace pack {pack} is missing {', '.join(absent) or 'its files'}"
+            fix = f"place them in {subject} (not nested): {', '.join(entries) or 'see runpod/'}"
+            add(Finding("error", "insightface", subject, problem, fix, scenes))
 
 
 def _missing_node(ct: str, scenes: set[str], prov: Provisioning | None) -> Finding:
@@ -310,7 +286,7 @@ def _missing_node(ct: str, scenes: set[str], prov: Provisioning | None) -> Findi
         fix = f"install {pack}: provisioning entry {entry}"
     else:
         fix = f"install {pack or 'the node pack that provides it'}"
-    return Finding("error", "node", ct, "node type not on the server", fix, tuple(sorted(scenes)))
+    return Finding("error", "node", ct, "node type not on the server", fix, scenes)
 
 
 def _missing_file(
@@ -327,7 +303,7 @@ def _missing_file(
             f"pack's own file) or fix the name in the pack; the server has: {listing}"
         )
     problem = f"{file} is not in models/{where}/"
-    return Finding("error", "model", f"models/{where}/{file}", problem, fix, tuple(sorted(scenes)))
+    return Finding("error", "model", f"models/{where}/{file}", problem, fix, scenes)
 
 
 def _unchecked(
@@ -337,16 +313,11 @@ def _unchecked(
     pack = spec.pack if spec else "the node pack of " + ct
     where, _, file = f"{folder}/{value}".rpartition("/")
     entry = prov.model_entry(where, file) if prov else None
-    return Finding(
-        "warning",
-        "model",
-        f"models/{where}/{file}",
-        f"cannot be checked: the server has no model folder {folder!r} ({pack} registers it)",
-        f"install {pack}, put {file} in models/{where}/"
-        + (f" (provisioning entry {entry})" if entry else "")
-        + ", then run preflight again",
-        tuple(sorted(scenes)),
+    problem = f"cannot be checked: the server has no model folder {folder!r} ({pack} registers it)"
+    fix = f"install {pack}, put {file} in models/{where}/" + (
+        f" (provisioning entry {entry}), then run preflight again" if entry else ", then run again"
     )
+    return Finding("warning", "model", f"models/{where}/{file}", problem, fix, scenes)
 
 
 def _reach_fix(exc: Exception) -> str:

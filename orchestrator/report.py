@@ -279,46 +279,9 @@ def score_stats(scores: list[float]) -> dict[str, float] | None:
     }
 
 
-def histogram(
-    accepted: list[float],
-    rejected: list[float],
-    *,
-    threshold: float | None = None,
-    bin_width: float = 0.05,
-    width: int = 32,
-) -> list[str]:
-    """A text histogram of scores: ``█`` accepted, ``░`` below the threshold, one line per bin."""
-    every = accepted + rejected
-    if not every:
-        return []
-    lo = int(min(every) / bin_width + 1e-9)
-    hi = int(max(every) / bin_width + 1e-9)
-    bins = range(lo, hi + 1)
-    good = Counter(int(s / bin_width + 1e-9) for s in accepted)
-    bad = Counter(int(s / bin_width + 1e-9) for s in rejected)
-    peak = max(good[b] + bad[b] for b in bins)
-    lines = []
-    for b in bins:
-        n_good, n_bad = good[b], bad[b]
-        bar = "█" * _cells(n_good, peak, width) + "░" * _cells(n_bad, peak, width)
-        start = b * bin_width
-        mark = ""
-        if threshold is not None and b == int(threshold / bin_width + 1e-9):
-            mark = f"  ◀ threshold {threshold:g}"
-        lines.append(
-            f"{start:4.2f}–{start + bin_width:4.2f} │{bar:<{width}} {n_good + n_bad}{mark}"
-        )
-    return lines
-
-
 def _below(score: Any) -> str:
     best = f"best score {score:.3f}" if isinstance(score, (int, float)) else "no score"
     return f"every attempt scored below the identity threshold ({best}); its image is kept"
-
-
-def _cells(count: int, peak: int, width: int) -> int:
-    # A bin with any score gets at least one cell, so a lone outlier stays visible.
-    return max(1, round(count * width / peak)) if count else 0
 
 
 def _number(value: Any) -> float | None:

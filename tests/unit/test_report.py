@@ -10,14 +10,9 @@ import typer
 from typer.testing import CliRunner
 
 from orchestrator import cli_pack
+from orchestrator.cli_pack import histogram
 from orchestrator.manifest import ManifestError
-from orchestrator.report import (
-    DEFAULT_PRICE,
-    PRICE_ENV,
-    build_report,
-    histogram,
-    price_from_env,
-)
+from orchestrator.report import DEFAULT_PRICE, PRICE_ENV, build_report, price_from_env
 from tests.support.pack_folders import JobSpec, Shot, build, small_pack
 
 app = typer.Typer()
