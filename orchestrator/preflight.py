@@ -56,6 +56,14 @@ _FOUND_BY_NAME: dict[tuple[str, str], tuple[tuple[str, str, str], ...]] = {
 }  # fmt: skip
 
 
+# The files of an InsightFace pack that detection and the identity embedding need (both cubiq
+# packs load whatever else the folder holds; provisioning places the whole pack).
+_FACE_FILES = {
+    "buffalo_l": ("det_10g.onnx", "w600k_r50.onnx"),
+    "antelopev2": ("scrfd_10g_bnkps.onnx", "glintr100.onnx"),
+}
+
+
 @dataclass(frozen=True)
 class Finding:
     """Something the server lacks or would refuse (``error``) or could not confirm (``warning``)."""
@@ -261,12 +269,13 @@ def _check_face_packs(
     for pack, scenes in sorted(packs.items()):
         folder = f"insightface/models/{pack}"
         subject, wanted = f"models/{folder}/", prov.pack_files(folder) if prov else []
+        needed = _FACE_FILES.get(pack, tuple(wanted))
         if have is None:
             problem = "cannot be probed: the server does not list models/insightface"
             fix = f"make sure {subject} holds {', '.join(wanted) or 'the pack'} (not nested)"
             add(Finding("warning", "insightface", subject, problem, fix, scenes))
             continue
-        absent = [f for f in wanted if f"models/{pack}/{f}" not in have]
+        absent = [f for f in needed if f"models/{pack}/{f}" not in have]
         if absent or not any(f.startswith(f"models/{pack}/") for f in have):
             entries = [e for f in absent if prov and (e := prov.model_entry(folder, f))]
             problem = f"InsightFace pack {pack} is missing {', '.join(absent) or 'its files'}"

@@ -127,6 +127,36 @@ def test_a_missing_model_names_its_provisioning_entry(pack_file: Path, client: C
     assert len(report.errors) == 2
 
 
+def test_insightface_packs_are_checked_when_the_server_lists_them(
+    pack_file: Path, client: ComfyClient, comfy_server: Any
+) -> None:
+    # A server that lists models/insightface (the folder the cubiq packs read directly) shows
+    # what is on its disk; here the test server's real folder with InstantID's recogniser gone.
+    root = Path(comfy_server.models_dir) / "insightface"
+    on_disk = [p.relative_to(root).as_posix() for p in root.rglob("*.onnx")]
+    assert "models/antelopev2/glintr100.onnx" in on_disk  # the test's premise
+
+    def lister(folder: str) -> list[str] | None:
+        if folder == "insightface":
+            return [f for f in on_disk if f != "models/antelopev2/glintr100.onnx"]
+        try:
+            return client.models(folder)
+        except MissingOnServer:
+            return None
+
+    report = check_jobs(
+        _jobs(pack_file),
+        info=ObjectInfo(client.object_info(), source="live"),
+        lister=lister,
+        provisioning=load_provisioning(),
+        report=PreflightReport(server="live"),
+    )
+    (finding,) = report.findings
+    assert finding.level == "error" and finding.subject == "models/insightface/models/antelopev2/"
+    assert "missing glintr100.onnx" in finding.problem
+    assert "[models.antelopev2_glintr100]" in finding.fix and "not nested" in finding.fix
+
+
 def test_a_saved_object_info_without_a_pack_lists_its_node_types_and_entry(
     pack_file: Path, client: ComfyClient
 ) -> None:
