@@ -44,7 +44,8 @@ _secrets: set[str] = set()
 _secrets_lock = threading.Lock()
 
 
-def _register(*values: str) -> None:
+def register_secret(*values: str) -> None:
+    """Mask these values from now on wherever :func:`redact` runs (messages, logs, repr)."""
     # Shorter values would mask ordinary text everywhere (a password "b" hides every "b"); the
     # header/parameter patterns in redact() still catch them where credentials are written.
     with _secrets_lock:
@@ -148,10 +149,10 @@ class ServerConfig:
         object.__setattr__(self, "query", MappingProxyType(dict(self.query)))
         if not self.name:
             object.__setattr__(self, "name", parts.netloc)
-        _register(*self.headers.values(), *self.query.values())
+        register_secret(*self.headers.values(), *self.query.values())
         for value in self.headers.values():
             if " " in value:
-                _register(value.split(" ", 1)[1])
+                register_secret(value.split(" ", 1)[1])
 
     @classmethod
     def from_url(
@@ -216,7 +217,7 @@ class ServerConfig:
             else:
                 headers["Authorization"] = f"Bearer {token}"
         if basic:
-            _register(basic.partition(":")[2])
+            register_secret(basic.partition(":")[2])
             encoded = base64.b64encode(basic.encode()).decode()
             headers["Authorization"] = f"Basic {encoded}"
         netloc = parts.hostname or ""

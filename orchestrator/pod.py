@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
-from .auth import _register
+from .auth import register_secret
 from .errors import PodError
 from .pod_api import PodRequest, RunPodApi, api_key_from_env
 from .pod_health import provision_failures, proxy_url, wait_healthy
@@ -93,7 +93,7 @@ def _pod_env(spec: PodSpec, token: str) -> dict[str, str]:
         env["CHARPACK_PROVISION_ARGS"] = " ".join(spec.provision_args)
     for name in PASSED_SECRETS:
         if value := os.environ.get(name, "").strip():
-            _register(value)
+            register_secret(value)
             env[name] = value
     return env
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from .auth import _register
+from .auth import register_secret
 from .errors import PodError
 
 API_KEY_ENV = "RUNPOD_API_KEY"
@@ -47,7 +47,7 @@ def api_key_from_env(env: Mapping[str, str] | None = None) -> str:
             "https://www.runpod.io/console/user/settings and export "
             f"{API_KEY_ENV}=<key> (it is read from the environment only, never stored)"
         )
-    _register(key)
+    register_secret(key)
     return key
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .auth import ServerConfig, _register
+from .auth import ServerConfig, register_secret
 from .errors import PodError
 
 if sys.version_info >= (3, 11):
@@ -146,5 +146,5 @@ def comfy_token_from_env(env: Mapping[str, str] | None = None) -> str:
             "one with `python -c 'import secrets; print(secrets.token_urlsafe(32))'` and "
             f"export {TOKEN_ENV}=<token> (keep it: the pod is created with it)"
         )
-    _register(token)
+    register_secret(token)
     return token
