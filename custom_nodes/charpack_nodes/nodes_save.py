@@ -33,6 +33,19 @@ _PRESET = OutputSpec()
 _SECRET_KEY = re.compile(r"(?i)(api[_-]?key|token|secret|passw|auth|credential)")
 
 
+_OWN_KEYS = frozenset({"parameters", "prompt", "seed", "score"})
+
+
+def _usable_key(key: object) -> bool:
+    if not isinstance(key, str) or not 1 <= len(key) <= 79 or "\0" in key:
+        return False
+    try:
+        key.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def png_text(
     *, parameters: str, seed: int, score: float | None, prompt: Any, extra_pnginfo: Any
 ) -> tuple[tuple[str, str], ...]:
@@ -44,6 +57,16 @@ def png_text(
         if prompt is not None:
             text.append(("prompt", json.dumps(prompt)))
         for key, value in (extra_pnginfo or {}).items():
+            if key in _OWN_KEYS:
+                continue  # written by this node from its inputs; never twice
+            if not _usable_key(key):
+                log.warning(
+                    "%s: not writing extra_pnginfo %r into the PNG (PNG keys are 1-79 Latin-1 "
+                    "characters)",
+                    NODE,
+                    key,
+                )
+                continue
             if _SECRET_KEY.search(key):
                 log.warning(
                     "%s: not writing extra_pnginfo %r into the PNG (looks like a credential)",

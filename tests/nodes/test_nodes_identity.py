@@ -52,7 +52,7 @@ def test_several_references_are_averaged_into_one_identity(comfy_dirs: ComfyDirs
     front, side = face_picture(), face_picture(faces.AVA.turned(0.35))
     image = face_picture(faces.AVA.turned(-0.2))
     root = str(comfy_dirs.insightface)
-    analysis = identity.face_analysis(root, "buffalo_l", "CPU")
+    analysis = identity.face_analysis(root=root, pack="buffalo_l", provider="CPU")
     embeddings = [
         identity.largest_face_embedding(analysis, np.asarray(p)) for p in (front, side, image)
     ]
@@ -126,8 +126,8 @@ def test_the_analyser_and_reference_embeddings_are_loaded_once(
     comfy_dirs: ComfyDirs, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     root = str(comfy_dirs.insightface)
-    first = identity.face_analysis(root, "buffalo_l", "CPU")
-    assert identity.face_analysis(root, "buffalo_l", "CPU") is first
+    first = identity.face_analysis(root=root, pack="buffalo_l", provider="CPU")
+    assert identity.face_analysis(root=root, pack="buffalo_l", provider="CPU") is first
     calls = []
     real = identity.largest_face_embedding
 

@@ -47,7 +47,7 @@ class NoReferenceFace(IdentityError):
     """A reference image has no detectable face."""
 
 
-def check_pack(root: str, pack: str) -> str:
+def check_pack(*, root: str, pack: str) -> str:
     """The pack's folder ``<root>/models/<pack>``, after checking every file it needs."""
     if pack not in PACK_FILES:
         raise ModelFilesMissing(
@@ -77,7 +77,7 @@ def check_pack(root: str, pack: str) -> str:
 
 
 def onnx_providers(provider: str) -> list[str]:
-    """ONNX Runtime providers for "CPU" or "CUDA" (CUDA falls back to CPU, with a warning)."""
+    """ONNX Runtime providers for "CPU" or "CUDA" (CUDA falls back to CPU when missing)."""
     if provider == "CPU":
         return ["CPUExecutionProvider"]
     if provider != "CUDA":
@@ -86,23 +86,19 @@ def onnx_providers(provider: str) -> list[str]:
 
     if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    log.warning(
-        "identity score: ONNX Runtime here has no CUDA provider (install "
-        "onnxruntime-gpu matching the pod's CUDA); scoring on the CPU instead"
-    )
-    return ["CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]  # face_analysis warns (once per analyser)
 
 
-_ANALYSERS: dict[tuple[str, str, tuple[str, ...]], Any] = {}
+_ANALYSERS: dict[tuple[str, str, str], Any] = {}
 _REFERENCES: OrderedDict[tuple[Any, ...], np.ndarray] = OrderedDict()
 _LOCK = threading.Lock()
 
 
-def face_analysis(root: str, pack: str, provider: str) -> Any:
+def face_analysis(*, root: str, pack: str, provider: str) -> Any:
     """A prepared ``insightface.app.FaceAnalysis`` (detection + recognition only), cached."""
-    check_pack(root, pack)
+    check_pack(root=root, pack=pack)
     providers = tuple(onnx_providers(provider))
-    key = (os.path.realpath(root), pack, providers)
+    key = (os.path.realpath(root), pack, provider)
     with _LOCK:
         cached = _ANALYSERS.get(key)
         if cached is not None:
@@ -114,6 +110,11 @@ def face_analysis(root: str, pack: str, provider: str) -> Any:
                 f"InsightFace is not installed in ComfyUI's Python ({exc}); run "
                 "`pip install insightface onnxruntime` in that environment"
             ) from None
+        if provider == "CUDA" and "CUDAExecutionProvider" not in providers:
+            log.warning(
+                "identity score: ONNX Runtime here has no CUDA provider (install "
+                "onnxruntime-gpu matching the pod's CUDA); scoring on the CPU instead"
+            )
         chatter = io.StringIO()
         # InsightFace reports every model it loads with print(); keep it out of the console.
         folder = os.path.join(root, "models", pack)
@@ -198,7 +199,7 @@ def score_images(
     images: Sequence[np.ndarray],
 ) -> list[float | None]:
     """Cosine similarity of each image's largest face to the references; None = no face."""
-    analysis = face_analysis(root, pack, provider)
+    analysis = face_analysis(root=root, pack=pack, provider=provider)
     key = (os.path.realpath(root), pack, provider)
     target = reference_embedding(analysis, key, references)
     scores: list[float | None] = []
