@@ -72,6 +72,9 @@ class JobEntry(TypedDict, total=False):
     error: str | None
     image: str | None  # accepted image, relative path
     attempts: list[Attempt]
+    # Index into attempts where the job's retry budgets start counting (a failed job gets a
+    # fresh budget when the pack is run again); absent = 0.
+    budget_from: int
 
 
 class ManifestError(CharpackError):

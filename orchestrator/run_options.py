@@ -1,0 +1,110 @@
+"""The values around a run: its options, its remote control, and its summary.
+
+Owns :class:`RunOptions` (how to run a pack), :class:`RunControl` (stop a run from another
+thread or a signal handler, like Ctrl-C) and :class:`RunSummary` (what a run did, with the CLI's
+exit code). Plain data; the run itself is :func:`orchestrator.runner.run_pack`.
+"""
+
+from __future__ import annotations
+
+import queue
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ServerUnavailable
+from .run_events import RunEvent
+
+EXIT_INTERRUPTED = 130
+
+
+class RunControl:
+    """Stops a run from another thread (or a signal handler): see :meth:`interrupt`."""
+
+    def __init__(self) -> None:
+        self.inbox: queue.Queue[Any] = queue.Queue()
+        self.presses = 0
+
+    def interrupt(self) -> int:
+        """Like Ctrl-C: 1st stop after the downloads under way, 2nd also cancel the prompts on
+        the servers, 3rd raise ``KeyboardInterrupt`` (only in the thread running the loop)."""
+        self.presses += 1
+        self.inbox.put(Interrupt(self.presses))
+        return self.presses
+
+
+@dataclass(frozen=True)
+class Interrupt:
+    count: int
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How to run a pack. Times in seconds."""
+
+    out: Path | None = None  # the pack folder; default ./<pack name>
+    backlog: int = 2  # prompts queued behind the running one on each server
+    max_retries: int = 2  # new-seed retries after an execution error
+    poll_interval: float = 5.0  # history/queue polling while a websocket is down or silent
+    probe_interval: float = 2.0  # health checks of a server that stopped answering
+    dead_after_s: float = 60.0  # a server down this long gives its prompts to the others
+    give_up_s: float = 600.0  # no server answering this long ends the run (resume later)
+    connect_s: float = 60.0  # how long the first health check of the servers may take
+    download_wait_s: float = 60.0  # a reported file may still be being written (404)
+    contact_sheet: bool = True
+    on_event: Callable[[RunEvent], None] | None = None
+    control: RunControl | None = None
+    handle_signals: bool = True  # install the SIGINT handler when run in the main thread
+
+
+@dataclass(frozen=True)
+class ServerSummary:
+    url: str  # redacted
+    version: str | None
+    attempts: int
+    reconnects: int
+    usable: bool
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What a run did; ``exit_code`` is the CLI's."""
+
+    pack: str
+    folder: Path
+    jobs: int
+    counts: dict[str, int]
+    attempts: int  # posted by this run
+    elapsed_s: float
+    interrupted: bool = False
+    cancelled: int = 0
+    error: str | None = None
+    servers: dict[str, ServerSummary] = field(default_factory=dict)
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        if self.interrupted:
+            return EXIT_INTERRUPTED
+        if self.error is not None:
+            return ServerUnavailable.exit_code
+        if self.counts.get("failed") or self.counts.get("pending") or self.counts.get("submitted"):
+            return 1
+        return 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "pack": self.pack,
+            "folder": str(self.folder),
+            "jobs": self.jobs,
+            **{k: v for k, v in self.counts.items()},
+            "attempts": self.attempts,
+            "elapsed_s": round(self.elapsed_s, 3),
+            "interrupted": self.interrupted,
+            "cancelled": self.cancelled,
+            "error": self.error,
+            "exit_code": self.exit_code,
+            "servers": {k: vars(v) for k, v in self.servers.items()},
+            "failures": [{"job": k, "error": e} for k, e in self.failures],
+        }

@@ -1,0 +1,166 @@
+"""``charpack run`` as a library call: a pack, a list of servers, options in; a summary out.
+
+Public API (the CLI and the benchmarks use only this)::
+
+    summary = run_pack(pack, servers=[ServerConfig.from_url(url)], options=RunOptions(out=dir))
+
+:func:`run_pack` opens the pack folder (a new one, or resumes the folder the same pack made),
+connects every server (health, uploads), then drives the run (:mod:`orchestrator.run_loop`)
+until every job is finished, Ctrl-C asks it to stop, or no server has answered for
+``give_up_s``; it saves the manifest, writes the contact sheet, and returns a
+:class:`RunSummary`. Bad credentials, or no server reachable at the start, raise before the
+pack folder is touched. Ctrl-C (SIGINT, in the main thread) or :meth:`RunControl.interrupt`:
+the first finishes the downloads under way, saves the manifest and returns; the second also
+cancels this run's prompts on the servers; a third raises ``KeyboardInterrupt`` at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from .auth import ServerConfig
+from .errors import AuthError, CharpackError, ServerUnavailable
+from .packfile import Pack
+from .run_events import RunEvent
+from .run_loop import RunLoop
+from .run_messages import ServerDown, ServerUp, Unusable
+from .run_options import (
+    EXIT_INTERRUPTED,
+    RunControl,
+    RunOptions,
+    RunSummary,
+    ServerSummary,
+)
+from .run_server import ServerWorker
+from .run_state import PackState
+
+__all__ = [
+    "EXIT_INTERRUPTED",
+    "RunControl",
+    "RunEvent",
+    "RunOptions",
+    "RunSummary",
+    "ServerSummary",
+    "run_pack",
+]
+
+log = logging.getLogger(__name__)
+
+
+def run_pack(
+    pack: Pack, *, servers: Sequence[ServerConfig], options: RunOptions | None = None
+) -> RunSummary:
+    """Run ``pack`` on ``servers`` into its pack folder; see the module docstring."""
+    options = options or RunOptions()
+    if not servers:
+        raise ServerUnavailable("no server given: pass --server URL (or set CHARPACK_SERVER)")
+    names = [s.name for s in servers]
+    if len(set(names)) != len(names):
+        raise ServerUnavailable(f"a server is given twice ({', '.join(names)}); give each once")
+    started = time.monotonic()
+    folder = options.out or Path.cwd() / pack.name
+    state = PackState.open(folder, pack, max_retries=options.max_retries)
+    control = options.control or RunControl()
+    uploads = tuple(dict.fromkeys(u for job in state.jobs.values() for u in job.uploads))
+    workers = [
+        ServerWorker(
+            config=config,
+            inbox=control.inbox,
+            folder=folder,
+            uploads=uploads,
+            gate=pack.identity,
+            poll_interval=options.poll_interval,
+            probe_interval=options.probe_interval,
+            download_wait_s=options.download_wait_s,
+        )
+        for config in servers
+    ]
+    try:
+        for worker in workers:
+            worker.start()
+        early = _first_contact(workers, control.inbox, deadline=started + options.connect_s)
+        # From here on the pack folder exists and every change is saved at once.
+        loop = RunLoop(state=state, workers=workers, control=control, options=options)
+        for message in early:
+            loop.handle(message)
+        with _sigint(control, options.handle_signals):
+            loop.run()
+    finally:
+        for worker in workers:
+            worker.close()
+    summary = loop.summary(elapsed_s=time.monotonic() - started)
+    if options.contact_sheet and not summary.interrupted:
+        _contact_sheet(folder, loop.emit)
+    loop.emit("finished", **summary.to_json())
+    return summary
+
+
+def _first_contact(
+    workers: list[ServerWorker], inbox: queue.Queue[Any], *, deadline: float
+) -> list[Any]:
+    """Wait until every server answered or failed once; raise when none can be used."""
+    heard: dict[str, Any] = {}
+    early: list[Any] = []
+    while len(heard) < len(workers):
+        remaining = deadline - time.monotonic()
+        try:
+            message = inbox.get(timeout=max(0.05, remaining))
+        except queue.Empty:
+            break
+        early.append(message)
+        if isinstance(message, (ServerUp, ServerDown, Unusable)):
+            heard.setdefault(message.server, message)
+        if remaining <= 0:
+            break
+    refused = [m for m in heard.values() if isinstance(m, Unusable) and m.auth]
+    if refused:
+        raise AuthError("\n".join(m.message for m in refused))
+    if not any(isinstance(m, ServerUp) for m in heard.values()):
+        reasons = []
+        for worker in workers:
+            message = heard.get(worker.name)
+            why = getattr(message, "reason", None) or getattr(message, "message", None)
+            reasons.append(f"{worker.config.label}: {why or 'no answer in time'}")
+        raise ServerUnavailable(
+            "no ComfyUI server answered; check the URL(s) and that the server (pod) runs:\n"
+            + "\n".join(reasons)
+        )
+    return early
+
+
+@contextmanager
+def _sigint(control: RunControl, wanted: bool) -> Iterator[None]:
+    if not wanted or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if control.interrupt() >= 3:
+            raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _contact_sheet(folder: Path, emit: Callable[..., None]) -> None:
+    try:
+        from .contact import write_contact_sheet
+    except ImportError:  # the pack-folder tools are optional for a run
+        return
+    try:
+        path = write_contact_sheet(folder)
+    except (CharpackError, OSError, ValueError) as exc:
+        log.warning("contact sheet not written: %s", exc)
+        return
+    emit("contact_sheet", path=str(path))
