@@ -68,11 +68,11 @@ def test_a_provisioned_server_is_ready(pack_file: Path, client: ComfyClient) -> 
     assert report.ok and report.exit_code == 0, report.errors
     assert report.comfyui_version == "0.3.75"
     assert report.checked["workflows"] == 3 and report.checked["node_types"] >= 20
-    # The cubiq packs read models/insightface directly; the server cannot list it, so it is a
-    # warning naming the folder and the files to place, not a silent pass.
-    probes = {f.subject: f for f in report.warnings if f.check == "insightface"}
-    buffalo = probes["models/insightface/models/buffalo_l/"]
-    assert "w600k_r50.onnx" in buffalo.fix and "not nested" in buffalo.fix
+    # charpack's node pack registers models/insightface (the folder the cubiq packs read
+    # directly), so the InsightFace packs are checked on the server, not left to a warning.
+    assert "models/buffalo_l/w600k_r50.onnx" in client.models("insightface")
+    assert report.checked["insightface_packs"] == 2  # buffalo_l (FaceID, score), antelopev2
+    assert not [f for f in report.findings if f.check == "insightface"]
 
 
 def test_a_lora_that_is_not_there_is_reported_with_its_folder(
