@@ -48,6 +48,7 @@ def write_pack(
     threshold: float = 0.0,
     max_attempts: int = 1,
     checkpoint: str = "bigLoveXL.safetensors",
+    stages: dict[str, Any] | None = None,
 ) -> Path:
     """A pack file for the test world: the example character at 256x384, 4 sampler steps. The
     face reference is a fresh file (same pixels), so the server's cache serves nothing."""
@@ -64,7 +65,7 @@ def write_pack(
             "trigger": "ava_cp woman",
             "face_references": [f"faces/{face.name}"],
         },
-        "defaults": {"width": 256, "height": 384, "steps": 4},
+        "defaults": {"width": 256, "height": 384, "steps": 4, "stages": stages or {}},
         "identity": {"threshold": threshold, "max_attempts": max_attempts},
         "scenes": scenes,
     }
