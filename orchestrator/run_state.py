@@ -64,13 +64,7 @@ class PackState:
             manifest = Manifest.load(folder)
             made = manifest.header.get("pack") or {}
             if made.get("name") != pack.name or made.get("sha256") != digest:
-                raise ManifestError(
-                    f"{folder} holds pack {made.get('name')!r} made from "
-                    f"{made.get('file', 'another pack file')} (sha256 "
-                    f"{str(made.get('sha256'))[:12]}…), not {pack.path} ({pack.name!r}, sha256 "
-                    f"{digest[:12]}…). Resume it with the pack file it was made from, or pass "
-                    "--out with a new folder for this pack."
-                )
+                raise ManifestError(_not_this_pack(folder, made, pack, digest))
             state = cls(manifest, pack, max_retries=max_retries)
             state._resume()
         else:
@@ -251,6 +245,20 @@ class PackState:
             status = str(self.entry(key).get("status", "pending"))
             out[status] = out.get(status, 0) + 1
         return out
+
+
+def _not_this_pack(folder: Path, made: dict[str, Any], pack: Pack, digest: str) -> str:
+    fix = "or pass --out with a new folder for this pack."
+    if made.get("name") == pack.name:
+        return (
+            f"{folder} was made from an earlier version of pack {pack.name!r} (its content "
+            f"sha256 {str(made.get('sha256'))[:12]}…, now {digest[:12]}…): the pack file changed "
+            f"since. Restore the version it was made from to resume, {fix}"
+        )
+    return (
+        f"{folder} holds pack {made.get('name')!r} (made from {made.get('file', '?')}), not "
+        f"{pack.name!r} from {pack.path}. Resume it with the pack file it was made from, {fix}"
+    )
 
 
 def _new_entry(job: Job) -> JobEntry:

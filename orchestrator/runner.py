@@ -86,7 +86,7 @@ def run_pack(
     try:
         for worker in workers:
             worker.start()
-        early = _first_contact(workers, control.inbox, deadline=started + options.connect_s)
+        early = _first_contact(workers, control.inbox, deadline_s=options.connect_s)
         # From here on the pack folder exists and every change is saved at once.
         loop = RunLoop(state=state, workers=workers, control=control, options=options)
         for message in early:
@@ -104,11 +104,12 @@ def run_pack(
 
 
 def _first_contact(
-    workers: list[ServerWorker], inbox: queue.Queue[Any], *, deadline: float
+    workers: list[ServerWorker], inbox: queue.Queue[Any], *, deadline_s: float
 ) -> list[Any]:
     """Wait until every server answered or failed once; raise when none can be used."""
     heard: dict[str, Any] = {}
     early: list[Any] = []
+    deadline = time.monotonic() + deadline_s
     while len(heard) < len(workers):
         remaining = deadline - time.monotonic()
         try:
@@ -128,7 +129,7 @@ def _first_contact(
         for worker in workers:
             message = heard.get(worker.name)
             why = getattr(message, "reason", None) or getattr(message, "message", None)
-            reasons.append(f"{worker.config.label}: {why or 'no answer in time'}")
+            reasons.append(why or f"{worker.config.label}: no answer in {deadline_s:.0f} s")
         raise ServerUnavailable(
             "no ComfyUI server answered; check the URL(s) and that the server (pod) runs:\n"
             + "\n".join(reasons)

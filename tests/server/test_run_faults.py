@@ -20,6 +20,7 @@ from orchestrator.packfile import load_pack
 from orchestrator.run_events import RunEvent
 from orchestrator.runner import run_pack
 from tests.comfy.server import ComfyServer
+from tests.runpod.fake_runpod import FakeRunPod
 from tests.runpod.fixtures_proxy import AuthProxy, ensure_nginx
 from tests.server.test_run_pack import (
     check_folder,
@@ -172,3 +173,36 @@ def test_a_wrong_token_is_refused_before_anything_is_written_and_the_right_one_r
     assert auth_proxy.token not in result.output
     assert manifest(out)["jobs"]["desk/001"]["status"] == "done"
     assert auth_proxy.token not in (out / "manifest.json").read_text()
+
+
+@pytest.mark.nginx
+def test_run_with_pod_brings_the_pod_up_runs_through_its_proxy_and_stops_it(
+    auth_proxy: AuthProxy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = FakeRunPod(api_key="rp_" + secrets.token_hex(16))
+    fake.volumes = [{"id": "vol1", "name": "charpack", "size": 50, "dataCenterId": "EU-RO-1"}]
+    try:
+        env = {
+            "RUNPOD_API_BASE_URL": fake.url,  # the SDK's own setting for its API endpoint
+            "RUNPOD_API_KEY": fake.api_key,
+            "CHARPACK_COMFY_TOKEN": auth_proxy.token,
+            "CHARPACK_RUNPOD_PROXY_URL": auth_proxy.url,  # stands in for <pod>-8188.proxy…
+            "CHARPACK_RUNPOD_VOLUME_ID": "vol1",
+        }
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.delenv("CHARPACK_TOKEN", raising=False)
+        path = write_pack(tmp_path / "src", [{"name": "loft", "prompt": "loft", "count": 1}])
+        out = tmp_path / "pack"
+        result = run_cli(str(path), "--pod", "--out", str(out), "--json")
+        assert result.exit_code == 0, result.output
+        ops = fake.ops()
+        assert "podFindAndDeployOnDemand" in ops and ops[-1] == "podStop"
+        data = manifest(out)
+        assert data["jobs"]["loft/001"]["status"] == "done"
+        assert data["jobs"]["loft/001"]["attempts"][0]["server"] == auth_proxy.url
+        for secret in (auth_proxy.token, fake.api_key):
+            assert secret not in result.output
+            assert secret not in (out / "manifest.json").read_text()
+    finally:
+        fake.close()
