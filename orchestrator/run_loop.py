@@ -16,8 +16,6 @@ import queue
 from dataclasses import dataclass
 from typing import Any
 
-from .client_results import JobResult
-from .errors import ExecutionFailed
 from .events import Event, Executing, ExecutionStart, Progress
 from .run_events import RunEvent, StageClocks, stage_of
 from .run_fleet import Fleet
@@ -200,26 +198,17 @@ class RunLoop:
         if flight is None:
             return
         times = self.clocks.pop(message.prompt_id)
-        result = message.result
-        if message.lost is not None or result is None:
+        if message.lost is not None or message.result is None:
             ending = Ending("lost", error=message.lost or "no result")
         else:
-            wait = times.queue_wait_s
-            started = result.started_ms / 1000 if result.started_ms else None
             attempt = self.state.attempt(flight.key, message.prompt_id)
-            if wait is None and started is not None and attempt is not None:
-                # No websocket events: the server's start time against our submit time.
-                wait = max(0.0, started - float(attempt.get("submitted_at") or started))
-            ending = Ending(
-                "success" if result.ok else "error",
+            submitted = attempt.get("submitted_at") if attempt is not None else None
+            ending = Ending.of(
+                message.result,
                 score=message.score,
                 files=message.files,
-                error=None if result.ok else _failure(result),
-                started_at=started,
-                finished_at=result.finished_ms / 1000 if result.finished_ms else None,
-                queue_wait_s=None if wait is None else round(wait, 4),
-                execution_s=result.execution_s,
-                stage_timings=times.stages,
+                times=times,
+                submitted_at=submitted,
             )
         self._decide(flight.key, self.state.end(flight.key, message.prompt_id, ending))
 
@@ -304,11 +293,3 @@ class RunLoop:
             servers=self.fleet.summaries(attempts),
             failures=failures,
         )
-
-
-def _failure(result: JobResult) -> str:
-    try:
-        result.raise_for_status()
-    except ExecutionFailed as exc:  # its message names the node and what it raised
-        return str(exc)
-    return "execution failed"

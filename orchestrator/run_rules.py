@@ -19,8 +19,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from .client_results import JobResult
+from .errors import ExecutionFailed
 from .manifest import Attempt, FileRecord, JobEntry
 from .packfile import IdentityGate
+from .run_events import PromptTimes
 
 LOST_LIMIT = 5
 
@@ -49,6 +52,42 @@ class Ending:
     queue_wait_s: float | None = None
     execution_s: float | None = None
     stage_timings: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def of(
+        cls,
+        result: JobResult,
+        *,
+        score: float | None,
+        files: list[FileRecord],
+        times: PromptTimes,
+        submitted_at: float | None,
+    ) -> Ending:
+        """The ending of a prompt the server finished (its files already downloaded)."""
+        started = result.started_ms / 1000 if result.started_ms else None
+        wait = times.queue_wait_s
+        if wait is None and started is not None and submitted_at is not None:
+            # No websocket events: the server's start time against our submit time.
+            wait = max(0.0, started - submitted_at)
+        return cls(
+            "success" if result.ok else "error",
+            score=score,
+            files=files,
+            error=None if result.ok else _failure(result),
+            started_at=started,
+            finished_at=result.finished_ms / 1000 if result.finished_ms else None,
+            queue_wait_s=None if wait is None else round(wait, 4),
+            execution_s=result.execution_s,
+            stage_timings=times.stages,
+        )
+
+
+def _failure(result: JobResult) -> str:
+    try:
+        result.raise_for_status()
+    except ExecutionFailed as exc:  # its message names the node and what it raised
+        return str(exc)
+    return "execution failed"
 
 
 def below(gate: IdentityGate, score: float | None) -> bool:
