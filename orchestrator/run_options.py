@@ -27,8 +27,8 @@ class RunControl:
         self.presses = 0
 
     def interrupt(self) -> int:
-        """Like Ctrl-C: 1st stop after the downloads under way, 2nd also cancel the prompts on
-        the servers, 3rd raise ``KeyboardInterrupt`` (only in the thread running the loop)."""
+        """Like Ctrl-C: the 1st stops the run after the downloads under way, the 2nd also
+        cancels its prompts on the servers; returns how many times it was called."""
         self.presses += 1
         self.inbox.put(Interrupt(self.presses))
         return self.presses
@@ -56,6 +56,12 @@ class RunOptions:
     on_event: Callable[[RunEvent], None] | None = None
     control: RunControl | None = None
     handle_signals: bool = True  # install the SIGINT handler when run in the main thread
+
+    def __post_init__(self) -> None:
+        if self.backlog < 0 or self.max_retries < 0:
+            raise ValueError("backlog and max_retries must be 0 or more")
+        if min(self.poll_interval, self.probe_interval) <= 0:
+            raise ValueError("poll_interval and probe_interval must be positive")
 
 
 @dataclass(frozen=True)

@@ -58,7 +58,12 @@ log = logging.getLogger(__name__)
 def run_pack(
     pack: Pack, *, servers: Sequence[ServerConfig], options: RunOptions | None = None
 ) -> RunSummary:
-    """Run ``pack`` on ``servers`` into its pack folder; see the module docstring."""
+    """Run ``pack`` on ``servers`` into its pack folder; see the module docstring.
+
+    Raises :class:`~orchestrator.manifest.ManifestError` when the folder holds another pack,
+    :class:`AuthError` when a server refuses the credentials and :class:`ServerUnavailable`
+    when none answers at the start; problems during the run end up in the summary instead.
+    """
     options = options or RunOptions()
     if not servers:
         raise ServerUnavailable("no server given: pass --server URL (or set CHARPACK_SERVER)")
