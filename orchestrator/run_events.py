@@ -90,8 +90,14 @@ class StageClocks:
         self._clocks: dict[str, _Clock] = {}
 
     def submitted(self, prompt_id: str, at: float) -> None:
-        """``prompt_id`` was posted at monotonic time ``at``."""
-        self._clocks[prompt_id] = _Clock(submitted=at)
+        """``prompt_id`` is (about to be) posted at monotonic time ``at``. Called when the job
+        is handed to its server, then again with the moment of the POST: the server may start
+        it before the POST's answer arrives, so the clock must exist before."""
+        clock = self._clocks.get(prompt_id)
+        if clock is None:
+            self._clocks[prompt_id] = _Clock(submitted=at)
+        elif clock.started is None or at <= clock.started:
+            clock.submitted = at
 
     def handle(self, event: Event) -> None:
         prompt_id = getattr(event, "prompt_id", None)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -138,6 +139,7 @@ class RunLoop:
                 key, server=worker.url, version=worker.version, seed=seed, workflow=graph
             )
             self.flights[prompt_id] = _Flight(key, server)
+            self.clocks.submitted(prompt_id, time.monotonic())
             self.posted += 1
             worker.submit(Submit(key, prompt_id, graph, job.scene, job.stem))
             attempt = len(state.entry(key).get("attempts") or [])
