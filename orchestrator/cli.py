@@ -19,7 +19,7 @@ from rich.logging import RichHandler
 from rich.markup import escape
 from rich.table import Table
 
-from . import cli_pack, cli_pod
+from . import cli_pack, cli_pod, cli_run
 from . import workflows as workflow_files
 from .errors import CharpackError, ValidationError
 from .jobs import expand
@@ -36,12 +36,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 workflows_app = typer.Typer(help="Generated workflow JSON (workflows/api/).", no_args_is_help=True)
-app.add_typer(workflows_app, name="workflows")
-app.add_typer(cli_pod.app, name="pod")
-app.command()(cli_pack.preflight)
-app.command()(cli_pack.report)
-app.command()(cli_pack.publish)
-app.command("contact-sheet")(cli_pack.contact_sheet)
 
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
@@ -131,6 +125,16 @@ def plan(
     console.print(
         f"wrote {len(result.jobs)} workflows and plan.json to {out} in {elapsed * 1000:.0f} ms"
     )
+
+
+# The order here is the order of `charpack --help`: a pack's life from file to published folder.
+app.command()(cli_pack.preflight)
+app.command()(cli_run.run)
+app.command()(cli_pack.report)
+app.command()(cli_pack.publish)
+app.command("contact-sheet")(cli_pack.contact_sheet)
+app.add_typer(cli_pod.app, name="pod")
+app.add_typer(workflows_app, name="workflows")
 
 
 @workflows_app.command("export")
