@@ -2,7 +2,7 @@
 
 Short commands over `orchestrator.pod`. Each prints a readable summary, or with ``--json`` one
 JSON object (errors included: ``{"ok": false, "error": ...}``). Secrets (RUNPOD_API_KEY,
-CHARPACK_COMFY_TOKEN, CIVITAI_TOKEN, HF_TOKEN) come from the environment and are never shown.
+CHARPACK_TOKEN, CIVITAI_TOKEN, HF_TOKEN) come from the environment and are never shown.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ repeatable, else ``CHARPACK_SERVER`` comma-separated, else ``http://127.0.0.1:81
 progress, or ``--json``: one JSON event per line on stdout), prints a summary and exits with
 its code: 0 every job has an image, 1 some failed or are left, 2 bad input, 3 no server / wrong
 credentials, 130 stopped by Ctrl-C. Credentials come from the environment only
-(``CHARPACK_TOKEN``, ``CHARPACK_BASIC_AUTH``, ``CHARPACK_COMFY_TOKEN`` for ``--pod``) and are
+(``CHARPACK_TOKEN``, ``CHARPACK_BASIC_AUTH``) and are
 never printed. The ``charpack`` app registers :func:`run`; ``python -m orchestrator.cli_run``
 runs it alone.
 """
@@ -92,7 +92,7 @@ def run(
         typer.Option(
             "--pod",
             help="Bring the RunPod pod up for the run (needs "
-            "RUNPOD_API_KEY, CHARPACK_COMFY_TOKEN) and stop it afterwards.",
+            "RUNPOD_API_KEY, CHARPACK_TOKEN) and stop it afterwards.",
         ),
     ] = False,
     pod_name: Annotated[str, typer.Option("--pod-name", help="The pod's name.")] = "charpack",

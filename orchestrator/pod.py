@@ -30,7 +30,7 @@ from .pod_health import provision_failures, proxy_url, wait_healthy
 from .pod_spec import (
     DEFAULT_NAME,
     PASSED_SECRETS,
-    TOKEN_ENV,
+    POD_TOKEN_ENV,
     VOLUME_ENV,
     PodInfo,
     PodSpec,
@@ -84,7 +84,7 @@ def _docker_args(spec: PodSpec) -> str:
 
 def _pod_env(spec: PodSpec, token: str) -> dict[str, str]:
     env = {
-        TOKEN_ENV: token,
+        POD_TOKEN_ENV: token,
         "CHARPACK_REPO": spec.repo_url,
         "CHARPACK_REF": spec.repo_ref,
         "CHARPACK_ROOT": spec.volume_mount,

@@ -47,7 +47,7 @@ def check_health(*, url: str, token: str, timeout: float = 15) -> tuple[bool, st
         if resp.status_code == 401:
             raise AuthError(
                 f"the pod at {url} refused our token: the pod was created with another "
-                "CHARPACK_COMFY_TOKEN. Export the token the pod was created with, or replace "
+                "CHARPACK_TOKEN. Export the token the pod was created with, or replace "
                 "the pod: charpack pod down --terminate, then charpack pod up"
             )
         if resp.status_code == 503 and resp.headers.get("X-Charpack-Proxy"):

@@ -23,8 +23,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-TOKEN_ENV = "CHARPACK_COMFY_TOKEN"
-CLIENT_TOKEN_ENV = "CHARPACK_TOKEN"  # the client's variable (orchestrator/auth.py) also works
+TOKEN_ENV = "CHARPACK_TOKEN"  # the one variable users set: the client sends it (auth.py)
+POD_TOKEN_ENV = "CHARPACK_COMFY_TOKEN"  # its name inside the pod (start.py); accepted here too
 VOLUME_ENV = "CHARPACK_RUNPOD_VOLUME_ID"
 MANIFEST_ENV = "CHARPACK_POD_MANIFEST"
 PASSED_SECRETS = ("CIVITAI_TOKEN", "HF_TOKEN")  # forwarded so the pod can download models
@@ -131,10 +131,10 @@ def load_pod_spec(
 def comfy_token_from_env(env: Mapping[str, str] | None = None) -> str:
     env = os.environ if env is None else env
     token = env.get(TOKEN_ENV, "").strip()
-    client = env.get(CLIENT_TOKEN_ENV, "").strip()
-    if token and client and token != client:
-        raise PodError(f"{TOKEN_ENV} and {CLIENT_TOKEN_ENV} differ; set only one of them")
-    token = token or client
+    alias = env.get(POD_TOKEN_ENV, "").strip()
+    if token and alias and token != alias:
+        raise PodError(f"{TOKEN_ENV} and {POD_TOKEN_ENV} differ; set only {TOKEN_ENV}")
+    token = token or alias
     if not TOKEN_RE.match(token):
         what = (
             "is not set"

@@ -56,7 +56,7 @@ def test_no_token_gets_401_with_the_fix_and_nothing_reaches_comfyui(auth_proxy: 
 
     assert refused.status_code == 401
     assert refused.headers["WWW-Authenticate"].startswith("Bearer")
-    assert "CHARPACK_COMFY_TOKEN" in refused.json()["fix"]
+    assert "CHARPACK_TOKEN" in refused.json()["fix"]
     history = requests.get(
         f"{auth_proxy.url}/history/{prompt_id}", headers=_bearer(auth_proxy.token), timeout=30
     )

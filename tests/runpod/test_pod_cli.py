@@ -83,7 +83,7 @@ def test_a_refused_api_key_is_reported_without_showing_it(fake_runpod: FakeRunPo
 def test_missing_comfy_token_says_how_to_make_one(fake_runpod: FakeRunPod):
     result = invoke("up", "--volume-id", VOLUME["id"])
     assert result.exit_code == 4
-    assert "CHARPACK_COMFY_TOKEN is not set" in result.output
+    assert "CHARPACK_TOKEN is not set" in result.output
     assert "secrets.token_urlsafe(32)" in result.output
     assert "podFindAndDeployOnDemand" not in fake_runpod.ops()
 
