@@ -71,7 +71,7 @@ def main() -> None:
     for name, values in rows:
         ms = [v * 1000 for v in values]
         lines.append(f"| {name} | {statistics.median(ms):.0f} | {min(ms):.0f} | {max(ms):.0f} |")
-    lines += ["", "Made by: `python bench/plan_speed.py --runs %d`" % args.runs, ""]
+    lines += ["", f"Made by: `python bench/plan_speed.py --runs {args.runs}`", ""]
     text = "\n".join(lines)
     (REPO / "bench" / "PLAN.md").write_text(text)
     print(text)
