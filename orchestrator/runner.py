@@ -12,6 +12,10 @@ until every job is finished, Ctrl-C asks it to stop, or no server has answered f
 pack folder is touched. Ctrl-C (SIGINT, in the main thread) or :meth:`RunControl.interrupt`:
 the first finishes the downloads under way, saves the manifest and returns; the second also
 cancels this run's prompts on the servers; a third raises ``KeyboardInterrupt`` at once.
+
+``workflow=`` swaps the pack's pipeline graph for a prepared one per attempt, everything else
+unchanged (scheduling, posting, waiting, downloads, manifest): ``bench/`` uses it to measure the
+runner on a stand-in pipeline of fixed execution time.
 """
 
 from __future__ import annotations
@@ -23,11 +27,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .auth import ServerConfig
 from .errors import AuthError, CharpackError, ServerUnavailable
+from .jobs import Job
 from .packfile import Pack
 from .run_events import RunEvent
 from .run_loop import RunLoop
@@ -49,16 +55,42 @@ __all__ = [
     "RunOptions",
     "RunSummary",
     "ServerSummary",
+    "Workflow",
     "run_pack",
 ]
 
 log = logging.getLogger(__name__)
 
+Workflow = Callable[[Job], dict[str, Any]]
+"""Builds the API graph of one attempt from its job (whose ``seed`` and ``stem`` are the
+attempt's)."""
+
+
+@dataclass(frozen=True)
+class _Prepared(Job):
+    """A job whose attempts post ``build(job)`` instead of the pipeline graph; a retry's
+    :meth:`~orchestrator.jobs.Job.with_seed` keeps ``build``."""
+
+    build: Workflow | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def graph(self) -> dict[str, Any]:
+        assert self.build is not None
+        return self.build(self)
+
 
 def run_pack(
-    pack: Pack, *, servers: Sequence[ServerConfig], options: RunOptions | None = None
+    pack: Pack,
+    *,
+    servers: Sequence[ServerConfig],
+    options: RunOptions | None = None,
+    workflow: Workflow | None = None,
 ) -> RunSummary:
     """Run ``pack`` on ``servers`` into its pack folder; see the module docstring.
+
+    ``workflow``, when given, builds each attempt's graph instead of the pack's pipeline (the
+    manifest records what was posted). The graph's output node must list its files in its UI
+    output, as ``SaveImage`` does; they are downloaded to ``<scene>/<stem>.<ext>``.
 
     Raises :class:`~orchestrator.manifest.ManifestError` when the folder holds another pack,
     :class:`AuthError` when a server refuses the credentials and :class:`ServerUnavailable`
@@ -73,6 +105,8 @@ def run_pack(
     started = time.monotonic()
     folder = options.out or Path.cwd() / pack.name
     state = PackState.open(folder, pack, max_retries=options.max_retries)
+    if workflow is not None:
+        state.jobs = {key: _prepared(job, workflow) for key, job in state.jobs.items()}
     control = options.control or RunControl()
     uploads = tuple(dict.fromkeys(u for job in state.jobs.values() for u in job.uploads))
     workers = [
@@ -106,6 +140,11 @@ def run_pack(
         _contact_sheet(folder, loop.emit)
     loop.emit("finished", **summary.to_json())
     return summary
+
+
+def _prepared(job: Job, build: Workflow) -> _Prepared:
+    values = {name: getattr(job, name) for name in Job.__dataclass_fields__}
+    return _Prepared(**values, build=build)
 
 
 def _first_contact(
