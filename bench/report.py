@@ -1,0 +1,192 @@
+"""The orchestrator benchmark's numbers: one row per run, the table, the targets, the file.
+
+Owns :class:`Row` (what one client run measured) and rendering them as Markdown for
+``bench/RESULTS.md``: the table of every run side by side, then each target of the design
+(idle above the server's floor on the shaped link, wall time against both comparators,
+4-server throughput, client memory) stated as met or missed from the same rows, then the
+command and the machine. Pure formatting; ``bench/orchestrator_bench.py`` measures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MARKER = "<!-- results -->"
+LABELS = {
+    "queued": "all queued up front (floor)",
+    "charpack": "**charpack run**",
+    "naive": "naive loop (script example)",
+    "simplified": "comfy-api-simplified 1.6.0",
+}
+
+
+@dataclass
+class Row:
+    link: str
+    servers: int
+    client: str
+    jobs: int
+    wall_s: float
+    busy_s: float  # sum of execution spans over the servers
+    idle_s: float  # sum of gaps between consecutive prompts, per server, summed
+    lead_s: float  # client start to the first prompt's start (any server)
+    tail_s: float  # the last prompt's end (any server) to the client's end
+    rss_mb: float  # the client process's peak resident memory (VmHWM), MB
+    files_ok: bool
+    errors: int = 0
+    extra: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def idle_pct(self) -> float:
+        return 100 * self.idle_s / self.busy_s if self.busy_s else math.nan
+
+    @property
+    def per_min(self) -> float:
+        return 60 * self.jobs / self.wall_s
+
+    @property
+    def wall_over_busy(self) -> float:
+        """Wall time against one server's share of the execution time (1.0 = never idle)."""
+        return self.wall_s / (self.busy_s / self.servers) if self.busy_s else math.nan
+
+
+def _find(rows: list[Row], *, link: str, servers: int, client: str, jobs: int) -> Row | None:
+    for row in rows:
+        if (row.link, row.servers, row.client, row.jobs) == (link, servers, client, jobs):
+            return row
+    return None
+
+
+def table(rows: list[Row], *, jobs: int) -> list[str]:
+    lines = [
+        "| link | servers | client | jobs | wall (s) | server busy (s) | wall ÷ busy per server "
+        "| server idle, % of busy | above floor (pp) | lead-in (s) | tail (s) | jobs/min "
+        "| × 1 server | client peak RSS (MB) | files |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for row in rows:
+        floor = _find(rows, link=row.link, servers=1, client="queued", jobs=row.jobs)
+        one = _find(rows, link=row.link, servers=1, client="charpack", jobs=jobs)
+        above = f"{row.idle_pct - floor.idle_pct:+.2f}" if floor and row is not floor else ""
+        scale = ""
+        if row.client == "charpack" and one is not None and row.jobs == jobs:
+            scale = f"{row.per_min / one.per_min:.2f}"
+        files = "all whole" if row.files_ok else "**MISSING/SHORT**"
+        if row.errors:
+            files += f", {row.errors} execution errors"
+        lines.append(
+            f"| {row.link} | {row.servers} | {LABELS[row.client]} | {row.jobs} "
+            f"| {row.wall_s:.1f} | {row.busy_s:.1f} | {row.wall_over_busy:.3f} "
+            f"| {row.idle_pct:.2f} | {above} | {row.lead_s:.2f} | {row.tail_s:.2f} "
+            f"| {row.per_min:.1f} | {scale} | {row.rss_mb:.0f} "
+            f"| {files} |"
+        )
+    return lines
+
+
+def targets(rows: list[Row], *, jobs: int) -> list[str]:
+    def verdict(ok: bool) -> str:
+        return "**met**" if ok else "**MISSED**"
+
+    out = []
+    floor = _find(rows, link="shaped", servers=1, client="queued", jobs=jobs)
+    ours = _find(rows, link="shaped", servers=1, client="charpack", jobs=jobs)
+    naive = _find(rows, link="shaped", servers=1, client="naive", jobs=jobs)
+    simple = _find(rows, link="shaped", servers=1, client="simplified", jobs=jobs)
+    if floor and ours:
+        above = ours.idle_pct - floor.idle_pct
+        out.append(
+            f"- Shaped link, one server: charpack leaves the server idle {ours.idle_pct:.2f}% "
+            f"of its busy time; the floor (all {jobs} queued up front, same run) is "
+            f"{floor.idle_pct:.2f}%: {above:+.2f} pp (target ≤ +0.5 pp): {verdict(above <= 0.5)}."
+        )
+    if ours and naive and simple:
+        ok = ours.wall_s < naive.wall_s and ours.wall_s < simple.wall_s
+        out.append(
+            f"- Shaped link, one server, pack wall time: charpack {ours.wall_s:.1f} s, naive loop "
+            f"{naive.wall_s:.1f} s (idle {naive.idle_pct:.1f}%), comfy-api-simplified "
+            f"{simple.wall_s:.1f} s (idle {simple.idle_pct:.1f}%) (target: lower than both): "
+            f"{verdict(ok)}."
+        )
+    for link in ("shaped", "loopback"):
+        one = _find(rows, link=link, servers=1, client="charpack", jobs=jobs)
+        four = _find(rows, link=link, servers=4, client="charpack", jobs=jobs)
+        if one and four:
+            ratio = four.per_min / one.per_min
+            best = jobs / math.ceil(jobs / 4)
+            out.append(
+                f"- {link.capitalize()} link, 4 servers: {ratio:.2f} × one server's throughput "
+                f"(target ≥ 3.8; {jobs} jobs on 4 servers cannot exceed {best:.2f}: one server "
+                f"runs {math.ceil(jobs / 4)}): {verdict(ratio >= 3.8)}."
+            )
+    for row in rows:
+        if "rss_sheet_mb" not in row.extra:
+            continue
+        sheet_mb, sheet_s = row.extra["rss_sheet_mb"], row.extra["contact_sheet_s"]
+        out.append(
+            f"- Client memory, {row.jobs}-image pack of 3328×4864 PNGs on {row.servers} servers "
+            f"({row.link} link): peak RSS {row.rss_mb:.0f} MB when the run returned (target "
+            f"< 200 MB: {verdict(row.rss_mb < 200)}); {sheet_mb:.0f} MB after also writing the "
+            f"contact sheet ({sheet_s:.0f} s), which `charpack run` does by default."
+        )
+        one = _find(rows, link=row.link, servers=1, client="charpack", jobs=jobs)
+        if one is not None and row.servers > 1 and row.jobs == jobs * row.servers:
+            out.append(
+                f"- The same run as a throughput measure with as many jobs per server as the "
+                f"one-server run ({jobs}): {row.per_min / one.per_min:.2f} × one server's "
+                f"throughput on {row.servers} servers ({row.link} link)."
+            )
+    return out
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return (
+        f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB; Linux {platform.release()}; "
+        f"Python {platform.python_version()}; ComfyUI 0.3.75 on CPU (test world)"
+    )
+
+
+def render(
+    rows: list[Row], *, args: argparse.Namespace, picture_bytes: int, command: str, minutes: float
+) -> str:
+    lines = [
+        f"Jobs: {args.jobs} per pack, each {args.seconds:g} s of execution ({args.steps} "
+        f"progress steps) writing one 3328×4864 PNG of {picture_bytes / 1e6:.1f} MB. Shaped "
+        f"link: {args.delay * 1000:.0f} ms each way, {args.rate / 1e6:g} MB/s each way, one "
+        "relay per server. Every run used fresh inputs (no cache hits) and its own output "
+        "names; runs were one after another on the same warm servers.",
+        "",
+        *table(rows, jobs=args.jobs),
+        "",
+        "Targets:",
+        "",
+        *targets(rows, jobs=args.jobs),
+        "",
+        f"Command: `{command}` ({minutes:.0f} min).",
+        "",
+        f"Machine: {machine()}.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_results(path: Path, text: str) -> None:
+    """Replace what follows the marker line of ``path``; the text above it is kept."""
+    head = f"# charpack run against the naive loop and comfy-api-simplified\n\n{MARKER}\n"
+    if path.is_file() and MARKER in path.read_text(encoding="utf-8"):
+        head = path.read_text(encoding="utf-8").split(MARKER, 1)[0] + MARKER + "\n"
+    path.write_text(head + "\n" + text, encoding="utf-8")
