@@ -7,9 +7,10 @@ Owns what goes into a test server's ``models/`` folder (``models.md`` §2/§3 na
   seeded random weights; the skip path is an identity, so the x4 output is the input enlarged
   (plus a faint seeded texture) and a face stays a face after the pipeline's upscale stage.
 * placeholders for every other model file (checkpoint, LoRAs, IP-Adapter, CLIP vision, InstantID,
-  its ControlNet, SAM, the YOLO detectors): small but valid safetensors / torch files whose
-  ``charpack_standin`` entry names their role, read by the stand-in loaders through ComfyUI's own
-  ``comfy.utils.load_torch_file``. The character LoRA carries the example character's face.
+  its ControlNet, the pose ControlNet, SAM, the YOLO detectors): small but valid safetensors /
+  torch files whose ``charpack_standin`` entry names their role, read by the stand-in loaders
+  through ComfyUI's own ``comfy.utils.load_torch_file``. The character LoRA carries the example
+  character's face.
 * InsightFace packs ``insightface/models/buffalo_l`` and ``.../antelopev2``, each with the tiny
   SCRFD-shaped detector and ArcFace-shaped recogniser of ``tinyface.py`` under the real file names.
 
@@ -36,6 +37,7 @@ PLACEHOLDERS: dict[str, str] = {
     "clip_vision/CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors": "clip_vision",
     "instantid/ip-adapter.bin": "instantid",
     "controlnet/instantid/diffusion_pytorch_model.safetensors": "controlnet",
+    "controlnet/controlnet-canny-sdxl-1.0.safetensors": "controlnet",  # scenes with a pose
     "sams/sam_vit_b_01ec64.pth": "sam",
     "ultralytics/bbox/face_yolov8m.pt": "ultralytics_bbox",
     "ultralytics/segm/person_yolov8m-seg.pt": "ultralytics_segm",

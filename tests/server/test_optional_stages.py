@@ -5,7 +5,6 @@ executed by ComfyUI 0.3.75 itself (only model-bound nodes are stand-ins)."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -26,11 +25,8 @@ CANNY_CONTROLNET = "controlnet-canny-sdxl-1.0.safetensors"
 
 @pytest.fixture
 def canny_controlnet(comfy_server: ComfyServer) -> str:
-    """A pose ControlNet file on the server (the test world's placeholder weights)."""
-    folder = Path(comfy_server.models_dir) / "controlnet"
-    target = folder / CANNY_CONTROLNET
-    if not target.exists():
-        shutil.copy(folder / "instantid" / "diffusion_pytorch_model.safetensors", target)
+    """The pose ControlNet the test world places, as provisioning does on a pod."""
+    assert (Path(comfy_server.models_dir) / "controlnet" / CANNY_CONTROLNET).is_file()
     return CANNY_CONTROLNET
 
 
