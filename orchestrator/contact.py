@@ -6,10 +6,13 @@ counts, then each scene as a titled band of thumbnails labelled with scene, inde
 identity score (green at or above the pack's threshold, red below). Failed and unfinished jobs
 get a placeholder tile with their error; rejected attempts can be shown, marked as such.
 
-Memory stays flat however large the pack: only one row of images is open at a time (decoded
-on a few threads), each shrunk while decoding (JPEG ``draft``, ``reduce`` for PNG through
-``thumbnail``'s reducing gap), and a page holds at most ``rows_per_page`` rows, so the canvas is
-bounded too. It reads the manifest and the images and writes nothing but the sheet's pages.
+Memory stays flat however large the pack: only one row of images is open at a time, each
+shrunk while decoding (JPEG ``draft``, ``reduce`` for PNG through ``thumbnail``'s reducing gap),
+and a page holds at most ``rows_per_page`` rows, so the canvas is bounded too. A PNG cannot be
+decoded at a reduced size, so each decode holds the whole picture (4 bytes a pixel in Pillow:
+65 MB for a 3328x4864 final image); images decode on as many threads as ``DECODE_BUDGET`` holds,
+which is one for final 4K images and up to four for small ones. It reads the manifest and the
+images and writes nothing but the sheet's pages.
 """
 
 from __future__ import annotations
@@ -38,6 +41,9 @@ Colour = tuple[int, int, int]
 BG, CARD, TEXT, MUTED = (24, 24, 27), (39, 39, 44), (236, 236, 240), (150, 150, 160)
 GOOD, BAD, NEUTRAL = (46, 160, 67), (218, 54, 51), (88, 96, 105)
 GAP, MARGIN, LABEL_H, BAND_H, HEADER_H = 14, 28, 46, 40, 116
+# Decoded pixels the thumbnail threads may hold at once; one decode always runs. Measured on a
+# 200-image pack of 3328x4864 PNGs: one thread peaks ~147 MB (process), two ~225 MB.
+DECODE_BUDGET = 96 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -93,9 +99,11 @@ def write_contact_sheets(
     header = read_header(manifest)
     tiles = collect_tiles(manifest, include_rejected=include_rejected)
     pages = paginate(tiles, columns=style.columns, rows_per_page=style.rows_per_page)
-    thumb_h = round(style.thumb_width * _aspect(tiles))
+    size = _first_size(tiles)
+    aspect = 1216 / 832 if size is None else min(2.0, max(0.5, size[1] / size[0]))
+    thumb_h = round(style.thumb_width * aspect)
     written = []
-    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+    with ThreadPoolExecutor(max_workers=decode_threads(size)) as pool:
         painter = _Painter(style, thumb_h, header, _summary(tiles), pool)
         for number, rows in enumerate(pages, start=1):
             name = SHEET if number == 1 else f"contact-sheet-{number}.jpg"
@@ -170,16 +178,24 @@ def _font(size: int, *, bold: bool = False) -> Font:
     return ImageFont.load_default(size=size)
 
 
-def _aspect(tiles: list[Tile]) -> float:
-    """Height / width of the first readable image (the pack's size); portrait 832x1216 else."""
+def _first_size(tiles: list[Tile]) -> tuple[int, int] | None:
+    """Width and height of the first readable image (the pack's size), None if there is none."""
     for tile in tiles:
         if tile.path is not None and tile.kind in ("image", "rejected"):
             try:
                 with Image.open(tile.path) as img:  # reads the header only
-                    return min(2.0, max(0.5, float(img.height) / float(img.width)))
+                    return img.width, img.height
             except (OSError, UnidentifiedImageError):
                 continue
-    return 1216 / 832
+    return None
+
+
+def decode_threads(size: tuple[int, int] | None, cpus: int | None = None) -> int:
+    """Threads that decode thumbnails: as many whole decoded images as DECODE_BUDGET holds
+    (Pillow keeps 4 bytes a pixel), at least one, at most four and the machine's core count."""
+    cpus = cpus or os.cpu_count() or 1
+    decoded = 4 * size[0] * size[1] if size else 4 * 832 * 1216
+    return max(1, min(4, cpus, DECODE_BUDGET // decoded))
 
 
 def _summary(tiles: list[Tile]) -> str:
@@ -220,7 +236,7 @@ class _Painter:
                 )
                 y += BAND_H
             # Decoding dominates and Pillow releases the GIL while decoding: a row's images load
-            # in parallel, and only one row's worth is ever in memory.
+            # on the pool's threads (as many as the memory budget allows), one row at a time.
             thumbs = self.pool.map(self._load, row)
             for col, (tile, thumb) in enumerate(zip(row, thumbs, strict=True)):
                 self._tile(tile, MARGIN + col * (self.w + GAP), y, thumb)

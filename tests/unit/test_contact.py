@@ -23,6 +23,7 @@ from orchestrator.contact import (
     SHEET,
     SheetStyle,
     collect_tiles,
+    decode_threads,
     write_contact_sheet,
     write_contact_sheets,
 )
@@ -160,21 +161,42 @@ def _peak_kib(folder: Path) -> int:
     return int(out.stdout.strip())
 
 
+def _pack_of_one_picture(
+    tmp_path: Path, folder: str, count: int, size: tuple[int, int], *, noise: bool = False
+) -> Path:
+    """A pack of ``count`` jobs whose images are one ``size`` PNG hard-linked under each name
+    (a gradient, or with ``noise`` random pixels: a photograph's decode cost and more)."""
+    jobs = [JobSpec("look", i, [Shot(i, 0.6)]) for i in range(1, count + 1)]
+    build(tmp_path / folder, jobs, size=(16, 24))
+    big = tmp_path / f"big-{size[0]}x{size[1]}.png"
+    if not big.exists():
+        if noise:
+            img = Image.frombytes("RGB", size, os.urandom(3 * size[0] * size[1]))
+        else:
+            img = Image.radial_gradient("L").convert("RGB").resize(size)
+        img.save(big, compress_level=1)
+    for png in (tmp_path / folder).glob("look/*.png"):
+        png.unlink()
+        os.link(big, png)
+    return tmp_path / folder
+
+
 @pytest.mark.skipif(sys.platform != "linux", reason="reads the peak from /proc")
 def test_memory_stays_flat_however_many_big_images(tmp_path: Path) -> None:
-    # One 1664x2432 PNG (12 MB decoded) hard-linked under every job's name: 12 images vs 48.
-    def pack(folder: Path, count: int) -> Path:
-        jobs = [JobSpec("look", i, [Shot(i, 0.6)]) for i in range(1, count + 1)]
-        build(folder, jobs, size=(16, 24))
-        big = tmp_path / "big.png"
-        if not big.exists():
-            Image.radial_gradient("L").convert("RGB").resize((1664, 2432)).save(big)
-        for png in folder.glob("look/*.png"):
-            png.unlink()
-            os.link(big, png)
-        return folder
-
-    small = _peak_kib(pack(tmp_path / "small", 12))
-    large = _peak_kib(pack(tmp_path / "large", 48))
+    # One 1664x2432 PNG (16 MB decoded) under every job's name: 12 images vs 48.
+    small = _peak_kib(_pack_of_one_picture(tmp_path, "small", 12, (1664, 2432)))
+    large = _peak_kib(_pack_of_one_picture(tmp_path, "large", 48, (1664, 2432)))
     # Holding the decoded images would add ~440 MB; one at a time adds nothing measurable.
     assert large - small < 40 * 1024, (small, large)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads the peak from /proc")
+def test_final_4k_images_decode_one_at_a_time(tmp_path: Path) -> None:
+    # A 3328x4864 PNG decodes to 65 MB: charpack run writes the sheet after a pack in the same
+    # process, which must stay under 200 MB, so these never decode two at once. Small images
+    # still decode on several threads (as many as the cores, up to four).
+    assert decode_threads((3328, 4864), cpus=16) == 1
+    assert decode_threads((832, 1216), cpus=16) == 4 and decode_threads((832, 1216), cpus=2) == 2
+    peak = _peak_kib(_pack_of_one_picture(tmp_path, "final", 12, (3328, 4864), noise=True))
+    # One decode (65 MB) + a page canvas + the interpreter: ~100 MB; two at once: ~165 MB.
+    assert peak < 135 * 1024, f"peak {peak // 1024} MB"
