@@ -74,7 +74,7 @@ def table(rows: list[Row], *, jobs: int) -> list[str]:
         one = _find(rows, link=row.link, servers=1, client="charpack", jobs=jobs)
         above = f"{row.idle_pct - floor.idle_pct:+.2f}" if floor and row is not floor else ""
         scale = ""
-        if row.client == "charpack" and one is not None and row.jobs == jobs:
+        if row.client == "charpack" and one is not None and row.jobs in (jobs, jobs * row.servers):
             scale = f"{row.per_min / one.per_min:.2f}"
         files = "all whole" if row.files_ok else "**MISSING/SHORT**"
         if row.errors:
@@ -113,34 +113,40 @@ def targets(rows: list[Row], *, jobs: int) -> list[str]:
             f"{simple.wall_s:.1f} s (idle {simple.idle_pct:.1f}%) (target: lower than both): "
             f"{verdict(ok)}."
         )
+    for row in rows:  # the throughput target: 4 servers, each with the one-server run's work
+        one = _find(rows, link=row.link, servers=1, client="charpack", jobs=jobs)
+        if one is None or row.servers < 2 or row.jobs != jobs * row.servers:
+            continue
+        ratio = row.per_min / one.per_min
+        out.append(
+            f"- {row.link.capitalize()} link, {row.servers} servers, each given as many jobs as "
+            f"the one-server run ({row.jobs} jobs in all): {ratio:.2f} × one server's throughput "
+            f"(target ≥ 3.8): {verdict(ratio >= 3.8)}."
+        )
     for link in ("shaped", "loopback"):
         one = _find(rows, link=link, servers=1, client="charpack", jobs=jobs)
         four = _find(rows, link=link, servers=4, client="charpack", jobs=jobs)
         if one and four:
             ratio = four.per_min / one.per_min
-            best = jobs / math.ceil(jobs / 4)
+            most = math.ceil(jobs / 4)
+            best = jobs / most
             out.append(
-                f"- {link.capitalize()} link, 4 servers: {ratio:.2f} × one server's throughput "
-                f"(target ≥ 3.8; {jobs} jobs on 4 servers cannot exceed {best:.2f}: one server "
-                f"runs {math.ceil(jobs / 4)}): {verdict(ratio >= 3.8)}."
+                f"- {link.capitalize()} link, the same {jobs} jobs on 4 servers: {ratio:.2f} × "
+                f"one server's throughput, {100 * ratio / best:.1f}% of the {best:.2f} that "
+                f"{jobs} jobs allow (one server runs {most}); the start and the last job weigh "
+                f"more in a run a quarter as long."
             )
     for row in rows:
         if "rss_sheet_mb" not in row.extra:
             continue
         sheet_mb, sheet_s = row.extra["rss_sheet_mb"], row.extra["contact_sheet_s"]
+        peak = max(row.rss_mb, sheet_mb)
         out.append(
             f"- Client memory, {row.jobs}-image pack of 3328×4864 PNGs on {row.servers} servers "
-            f"({row.link} link): peak RSS {row.rss_mb:.0f} MB when the run returned (target "
-            f"< 200 MB: {verdict(row.rss_mb < 200)}); {sheet_mb:.0f} MB after also writing the "
-            f"contact sheet ({sheet_s:.0f} s), which `charpack run` does by default."
+            f"({row.link} link): peak RSS {row.rss_mb:.0f} MB when the run returned, "
+            f"{sheet_mb:.0f} MB after also writing the contact sheet ({sheet_s:.0f} s), as "
+            f"`charpack run` does by default (target < 200 MB): {verdict(peak < 200)}."
         )
-        one = _find(rows, link=row.link, servers=1, client="charpack", jobs=jobs)
-        if one is not None and row.servers > 1 and row.jobs == jobs * row.servers:
-            out.append(
-                f"- The same run as a throughput measure with as many jobs per server as the "
-                f"one-server run ({jobs}): {row.per_min / one.per_min:.2f} × one server's "
-                f"throughput on {row.servers} servers ({row.link} link)."
-            )
     return out
 
 
