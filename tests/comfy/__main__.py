@@ -9,10 +9,15 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import tempfile
 from pathlib import Path
 
 from tests.comfy.server import start_server
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def main() -> None:
@@ -40,6 +45,8 @@ def main() -> None:
     )
     print(f"ComfyUI 0.3.75 (CPU, stand-ins) at {server.url}", flush=True)
     print(f"base directory {base}; log {server.log_path}; Ctrl-C stops it", flush=True)
+    # `kill` (SIGTERM) stops the server too, as Ctrl-C does, instead of orphaning ComfyUI.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         assert server.proc is not None
         rc = server.proc.wait()
