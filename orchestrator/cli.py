@@ -26,7 +26,7 @@ from .jobs import expand
 from .objectinfo import ObjectInfo
 from .packfile import load_pack
 from .plan import write_plan
-from .validate import validate_graph
+from .validate import load_api_workflow, validate_graph
 
 app = typer.Typer(
     name="charpack",
@@ -74,7 +74,13 @@ PackArg = Annotated[Path, typer.Argument(help="The pack file (YAML).")]
 
 @app.command()
 def validate(
-    pack: PackArg,
+    pack: Annotated[
+        Path,
+        typer.Argument(
+            help="A pack file (YAML), or one API-format workflow (JSON): a file of charpack "
+            "plan, workflows/api/, or ComfyUI's Export (API)."
+        ),
+    ],
     object_info: Annotated[
         Optional[Path],  # noqa: UP045
         typer.Option(
@@ -84,9 +90,17 @@ def validate(
         ),
     ] = None,
 ) -> None:
-    """Check a pack file and every workflow it would send, without contacting a server."""
-    loaded = load_pack(pack)
+    """Check a pack file and every workflow it would send, or one API-format workflow, against
+    the node types, inputs and ranges a server offers, without contacting a server."""
     info = ObjectInfo.from_files([object_info]) if object_info else ObjectInfo.recorded()
+    if pack.suffix.lower() == ".json":
+        graph = load_api_workflow(pack)
+        found = validate_graph(graph, info)
+        if found:
+            raise ValidationError([f"{pack.name}: {finding}" for finding in found])
+        console.print(f"[green]ok[/] {pack}: {len(graph)} nodes; the workflow fits {info.source}")
+        return
+    loaded = load_pack(pack)
     jobs = expand(loaded)
     findings: list[str] = []
     seen: set[str] = set()

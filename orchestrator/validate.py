@@ -9,11 +9,14 @@ preflight`` checks them against a live server.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from charpack_nodes.pipelines import catalog, is_link
 
+from .errors import PackError
 from .objectinfo import InputSpec, ObjectInfo
 
 # Link types that accept any source type.
@@ -120,3 +123,35 @@ def _check_link(
             f"({source_info.class_type}) output {index} is {out_type}"
         ]
     return []
+
+
+def load_api_workflow(path: Path) -> dict[str, Any]:
+    """Read an API-format workflow (``charpack plan`` output, ``workflows/api/*.json``, ComfyUI's
+    "Export (API)", or a ``POST /prompt`` body holding one under ``prompt``).
+
+    Raises :class:`PackError` naming the file and the fix for anything else, a UI-format
+    workflow (ComfyUI's plain "Save") included.
+    """
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise PackError(f"{path}: cannot read the file ({exc.strerror}) — check the path") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PackError(f"{path}: not valid JSON ({exc}) — give an API-format workflow") from None
+    if isinstance(data, dict) and isinstance(data.get("prompt"), dict):
+        data = data["prompt"]  # a POST /prompt body
+    if isinstance(data, dict) and isinstance(data.get("nodes"), list):
+        raise PackError(
+            f"{path}: this is a UI-format workflow (ComfyUI's Save) — export it with "
+            "Workflow > Export (API) and validate that file"
+        )
+    if (
+        not isinstance(data, dict)
+        or not data
+        or not all(isinstance(node, dict) and "class_type" in node for node in data.values())
+    ):
+        raise PackError(
+            f"{path}: not an API-format workflow (an object of nodes, each with class_type and "
+            "inputs) — give a pack file (YAML) or an API-format workflow (JSON)"
+        )
+    return data
