@@ -205,10 +205,9 @@ def check_jobs(
                 skip.add(f"{node_id} ({ct}):")
             if ct == "LoadImage":  # charpack run uploads these first
                 skip.add(f"{node_id} ({ct}): image:")
-            for (loader, name), folder in LOADER_FOLDERS.items():
-                if ct == loader and isinstance(inputs.get(name), str):
-                    files.setdefault((folder, ct, name, inputs[name]), set()).add(scene)
-                    skip.add(f"{node_id} ({ct}): {name}:")
+            for folder, name, value in model_files(ct, inputs):
+                files.setdefault((folder, ct, name, value), set()).add(scene)
+                skip.add(f"{node_id} ({ct}): {name}:")
             for need in _FOUND_BY_NAME.get((ct, str(inputs.get("preset"))), ()):
                 found_by_name.setdefault((*need, ct), set()).add(scene)
             pack = _face_pack(ct, inputs)
@@ -247,6 +246,15 @@ def check_jobs(
         insightface_packs=len(face_packs),
     )
     return report
+
+
+def model_files(class_type: str, inputs: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """The model files a node loads by name: (models/ folder, input name, file name)."""
+    return [
+        (folder, name, inputs[name])
+        for (loader, name), folder in LOADER_FOLDERS.items()
+        if class_type == loader and isinstance(inputs.get(name), str)
+    ]
 
 
 def _face_pack(class_type: str, inputs: dict[str, Any]) -> str | None:

@@ -92,10 +92,9 @@ def test_every_model_the_example_packs_load_is_provisioned():
     """A pod provisioned from the manifest runs every shipped example pack: each file a loader
     names (pose ControlNet included) has a [models.*] entry at the same path. The character's
     own LoRA is the user's to put on the pod (runpod/README.md step 5), so it is left out."""
-    from orchestrator.client_rejections import LOADER_FOLDERS
     from orchestrator.jobs import expand
     from orchestrator.packfile import load_pack
-    from orchestrator.preflight import load_provisioning
+    from orchestrator.preflight import load_provisioning, model_files
 
     prov = load_provisioning(REPO / "runpod" / "manifest.toml")
     assert prov is not None
@@ -103,15 +102,12 @@ def test_every_model_the_example_packs_load_is_provisioned():
     needed: dict[str, str] = {}
     for pack in sorted((REPO / "examples").glob("*.yaml")):
         loaded = load_pack(pack)
-        own_lora = (loaded.raw["character"].get("lora") or {}).get("file")
+        own_lora = f"loras/{(loaded.raw['character'].get('lora') or {}).get('file')}"
         for job in expand(loaded):
             for node in job.graph.values():
-                for (loader, name), folder in LOADER_FOLDERS.items():
-                    value = node["inputs"].get(name)
-                    if node["class_type"] == loader and isinstance(value, str):
-                        if folder == "loras" and value == own_lora:
-                            continue
-                        needed.setdefault(f"{folder}/{value}", f"{pack.name} ({job.scene})")
+                for folder, _, file in model_files(node["class_type"], node["inputs"]):
+                    needed.setdefault(f"{folder}/{file}", f"{pack.name} ({job.scene})")
+        needed.pop(own_lora, None)
     assert "controlnet/controlnet-canny-sdxl-1.0.safetensors" in needed  # the pose scene
     missing = {path: where for path, where in needed.items() if path not in provisioned}
     assert not missing, f"no [models.*] entry in runpod/manifest.toml for: {missing}"
