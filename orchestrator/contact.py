@@ -21,8 +21,9 @@ import logging
 import os
 import textwrap
 import time
-from collections.abc import Callable
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -106,8 +107,10 @@ def write_contact_sheets(
     thumb_h = round(style.thumb_width * aspect)
     written = []
     threads = decode_threads(size)
-    with ThreadPoolExecutor(max_workers=threads) if threads > 1 else _Inline() as pool:
-        painter = _Painter(style, thumb_h, header, _summary(tiles), pool)
+    # One decode at a time runs on this thread: a worker thread's malloc arena would keep the
+    # freed pictures' pages (~40 MB more at the peak for 4K images).
+    with ThreadPoolExecutor(max_workers=threads) if threads > 1 else nullcontext() as pool:
+        painter = _Painter(style, thumb_h, header, _summary(tiles), pool.map if pool else map)
         for number, rows in enumerate(pages, start=1):
             name = SHEET if number == 1 else f"contact-sheet-{number}.jpg"
             canvas = painter.page(rows, number, len(pages))
@@ -168,6 +171,8 @@ def paginate(tiles: list[Tile], *, columns: int, rows_per_page: int) -> list[lis
 
 
 Font = ImageFont.FreeTypeFont | ImageFont.ImageFont
+# map() or a thread pool's map: loads a row's thumbnails.
+Mapper = Callable[[Callable[[Tile], Image.Image | None], Iterable[Tile]], Iterable[Any]]
 
 
 def _font(size: int, *, bold: bool = False) -> Font:
@@ -193,19 +198,6 @@ def _first_size(tiles: list[Tile]) -> tuple[int, int] | None:
     return None
 
 
-class _Inline(Executor):
-    """Decodes on the calling thread: for one decode at a time this peaks ~40 MB lower than one
-    worker thread (whose malloc arena keeps the freed 65 MB pictures' pages)."""
-
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
-        done: Future[Any] = Future()
-        try:
-            done.set_result(fn(*args, **kwargs))
-        except BaseException as exc:  # handed to the caller through the future, as a pool does
-            done.set_exception(exc)
-        return done
-
-
 def decode_threads(size: tuple[int, int] | None, cpus: int | None = None) -> int:
     """Threads that decode thumbnails: as many whole decoded images as DECODE_BUDGET holds
     (Pillow keeps 4 bytes a pixel), at least one, at most four and the machine's core count."""
@@ -226,9 +218,9 @@ class _Painter:
     """Draws pages; holds what every page shares (style, fonts, header text)."""
 
     def __init__(
-        self, style: SheetStyle, thumb_h: int, header: Header, summary: str, pool: Executor
+        self, style: SheetStyle, thumb_h: int, header: Header, summary: str, mapper: Mapper
     ) -> None:
-        self.style, self.w, self.h, self.pool = style, style.thumb_width, thumb_h, pool
+        self.style, self.w, self.h, self.map = style, style.thumb_width, thumb_h, mapper
         self.header, self.summary = header, summary
         self.title, self.sub, self.band = _font(32, bold=True), _font(16), _font(17, bold=True)
         self.label, self.small, self.stamp = _font(14, bold=True), _font(12), _font(18, bold=True)
@@ -253,7 +245,7 @@ class _Painter:
                 y += BAND_H
             # Decoding dominates and Pillow releases the GIL while decoding: a row's images load
             # on the pool's threads (as many as the memory budget allows), one row at a time.
-            thumbs = self.pool.map(self._load, row)
+            thumbs = self.map(self._load, row)
             for col, (tile, thumb) in enumerate(zip(row, thumbs, strict=True)):
                 self._tile(tile, MARGIN + col * (self.w + GAP), y, thumb)
             y += row_h
@@ -304,7 +296,7 @@ class _Painter:
         self._label(tile, x, y + h)
 
     def _load(self, tile: Tile) -> Image.Image | None:
-        """The tile's thumbnail, or None for a placeholder (runs in the pool's threads)."""
+        """The tile's thumbnail, or None for a placeholder (may run on the pool's threads)."""
         if tile.kind not in ("image", "rejected") or tile.path is None:
             return None
         box = (self.w, self.h)
