@@ -14,6 +14,11 @@ with ``error.exit_code``; nothing here logs or prints.
     ├── ExecutionFailed           the server ran the prompt and a node raised
     ├── JobLost                   the server no longer knows a prompt (restart)
     ├── TimeoutExceeded           a bounded wait ran out
+    ├── OutputRefused             a server's reported output is not this attempt's file, or is
+    │                             not a file the job can produce (name, size, count, time)
+    ├── PackFolderError           the pack folder cannot be used as it is
+    │   ├── PackFolderBusy        another charpack run holds the folder's lock
+    │   └── DiskFull              the pack folder's disk is full (nothing is regenerated)
     └── PodError                  RunPod API / pod lifecycle problems
 """
 
@@ -109,3 +114,24 @@ class MissingOnServer(CharpackError):
     """The server lacks something a job needs: a model folder, or an output file it reported."""
 
     exit_code = 2
+
+
+class OutputRefused(CharpackError):
+    """A file a server reported is refused: it is not provably this attempt's output (another
+    prompt's file, not completely written), or it is not one the job can produce (a name with
+    control characters, a suffix the job does not make, more files than the job makes, larger
+    than the job can produce, or too slow to arrive)."""
+
+
+class PackFolderError(CharpackError):
+    """The pack folder cannot be used as it is (locked, full, or holding something unexpected)."""
+
+    exit_code = 2
+
+
+class PackFolderBusy(PackFolderError):
+    """Another ``charpack run`` holds the pack folder's lock."""
+
+
+class DiskFull(PackFolderError):
+    """The disk holding the pack folder is full; the run stops and nothing is regenerated."""
