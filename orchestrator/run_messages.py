@@ -110,7 +110,12 @@ class DownloadStarted:
 
 @dataclass(frozen=True)
 class Finished:
-    """A prompt ended: ``result`` (success or error), or lost / not downloadable (``lost``)."""
+    """A prompt ended: ``result`` (success or error), or lost / not downloadable (``lost``).
+
+    ``refused`` says the server's outputs were refused (:class:`~orchestrator.errors.OutputRefused`:
+    not this attempt's file, or not one the job can make); ``disk_full`` says the pack folder's
+    disk filled while its files were written, so the run must stop without regenerating anything.
+    """
 
     server: str
     key: str
@@ -119,6 +124,8 @@ class Finished:
     lost: str | None = None
     score: float | None = None
     files: list[FileRecord] = field(default_factory=list)
+    refused: str | None = None
+    disk_full: str | None = None
 
 
 @dataclass(frozen=True)
