@@ -9,7 +9,8 @@ Layout of a pack folder (names are deterministic)::
     <out>/publish/…                             copies with every metadata chunk stripped
 
 The manifest is rewritten atomically (temp file, fsync, rename) after every job, so a crash
-leaves the previous complete version. Each job entry is serialised once when it changes and
+leaves the previous complete version, and so does a full disk (:class:`~orchestrator.errors.
+DiskFull`, the temp file removed). Each job entry is serialised once when it changes and
 cached, so rewriting a manifest of thousands of jobs costs a concatenation, not a full
 ``json.dumps``. Secrets never enter it: server URLs are stored redacted by the caller.
 """
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any, Literal, TypedDict
 
 from .errors import CharpackError
+from .pack_folder import disk_full, is_full, open_new, os_problem, writable
 
 FORMAT = 1
 MANIFEST = "manifest.json"
@@ -56,6 +58,7 @@ class Attempt(TypedDict, total=False):
     stage_timings: dict[str, float]  # stage (node id prefix) -> seconds
     status: AttemptStatus
     score: float | None
+    face: bool  # False: the identity node found no face (score is None)
     error: str | None
     files: list[FileRecord]
 
@@ -179,11 +182,27 @@ class Manifest:
         return head[:-2] + ',\n "jobs": {\n' + body + "\n }\n}\n"
 
     def save(self) -> None:
-        """Write atomically: a crash leaves the previous complete manifest."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{MANIFEST}.{os.getpid()}.tmp")
-        with tmp.open("w", encoding="utf-8") as fh:
-            fh.write(self.to_json())
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.path)
+        """Write atomically: a crash leaves the previous complete manifest.
+
+        A full disk raises :class:`~orchestrator.errors.DiskFull` and any other write failure
+        :class:`~orchestrator.errors.PackFolderError`; either way the temp file is removed and
+        the previous manifest stays. ``manifest.json`` as a symbolic link is refused.
+        """
+        path = self.path
+        data = self.to_json().encode("utf-8")
+        tmp = path.with_name(f".{MANIFEST}.{os.getpid()}.tmp")
+        try:
+            writable(self.folder, path)
+            with open_new(tmp) as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            if is_full(exc):
+                raise disk_full(path, len(data), what=MANIFEST) from None
+            raise os_problem(exc, path, f"save {MANIFEST}") from None
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise

@@ -23,13 +23,46 @@ from .jobs import Job, expand, prompt_id_for, retry_seed
 from .manifest import Attempt, JobEntry, Manifest, ManifestError
 from .packfile import Pack
 from .run_rules import Decision, Ending, active, judge, settle
+from .uploads import file_sha256
 
 CANCELLED = "cancelled by the user (Ctrl-C twice); the next run submits it again"
 
 
-def pack_digest(pack: Pack) -> str:
-    """The pack's identity for resuming: sha256 of its parsed content (comments do not count)."""
+def settings_digest(pack: Pack) -> str:
+    """sha256 of the pack file's parsed content (comments do not count): the pack's identity
+    before reference files counted (manifests made before then hold this as ``sha256``)."""
     text = json.dumps(pack.raw, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def references(pack: Pack) -> dict[str, str]:
+    """Every file the pack refers to (face references, init and pose images) -> its content's
+    sha256; named relative to the pack file's folder when inside it."""
+    base = pack.path.parent.resolve()
+    paths = list(pack.face_references)
+    for scene in pack.scenes:
+        paths.extend(p for p in (scene.init_image, scene.pose_image) if p is not None)
+    out: dict[str, str] = {}
+    for path in dict.fromkeys(paths):
+        resolved = Path(path).resolve()
+        name = (
+            resolved.relative_to(base).as_posix()
+            if resolved.is_relative_to(base)
+            else str(resolved)
+        )
+        out[name] = file_sha256(resolved)
+    return out
+
+
+def pack_digest(pack: Pack, refs: dict[str, str] | None = None) -> str:
+    """The pack's identity for resuming: its parsed content and the content of every file it
+    refers to, so a face reference replaced under the same name is a different pack."""
+    refs = references(pack) if refs is None else refs
+    text = json.dumps(
+        {"settings": settings_digest(pack), "references": refs},
+        sort_keys=True,
+        separators=(",", ":"),
+    )
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -59,12 +92,18 @@ class PackState:
     @classmethod
     def open(cls, folder: Path, pack: Pack, *, max_retries: int) -> PackState:
         """A new pack folder, or the one at ``folder`` when it was made from this pack."""
-        digest = pack_digest(pack)
+        refs = references(pack)
+        digest = pack_digest(pack, refs)
         if Manifest.exists(folder):
             manifest = Manifest.load(folder)
             made = manifest.header.get("pack") or {}
             if made.get("name") != pack.name or made.get("sha256") != digest:
-                raise ManifestError(_not_this_pack(folder, made, pack, digest))
+                if not _made_before_references(made, pack):
+                    raise ManifestError(_not_this_pack(folder, made, pack, digest, refs))
+                # Made before reference files counted, from these settings: pin the files now.
+                made.update(
+                    {"sha256": digest, "settings_sha256": settings_digest(pack), "references": refs}
+                )
             state = cls(manifest, pack, max_retries=max_retries)
             state._resume()
         else:
@@ -75,6 +114,8 @@ class PackState:
                     "character": pack.character_name,
                     "file": str(pack.path),
                     "sha256": digest,
+                    "settings_sha256": settings_digest(pack),
+                    "references": refs,
                     "scenes": [s.name for s in pack.scenes],
                 },
                 identity={
@@ -163,11 +204,19 @@ class PackState:
                 "files": [],
             }
         )
+        before = {k: entry.get(k) for k in ("status", "seed", "prompt_id", "server")}
         entry.update(
             {"status": "submitted", "seed": seed, "prompt_id": prompt_id, "server": server}
         )
         self.manifest.put(entry)
-        self.save()
+        try:
+            self.save()
+        except BaseException:
+            # Not on disk, so never posted: a later save must not record it as in flight.
+            attempts.pop()
+            entry.update(before)  # type: ignore[typeddict-item]
+            self.manifest.put(entry)
+            raise
         return prompt_id
 
     def attempt(self, key: str, prompt_id: str) -> Attempt | None:
@@ -247,8 +296,38 @@ class PackState:
         return out
 
 
-def _not_this_pack(folder: Path, made: dict[str, Any], pack: Pack, digest: str) -> str:
+def _made_before_references(made: dict[str, Any], pack: Pack) -> bool:
+    """A manifest from before reference files were part of the identity, of this pack."""
+    return (
+        "references" not in made
+        and made.get("name") == pack.name
+        and made.get("sha256") == settings_digest(pack)
+    )
+
+
+def _not_this_pack(
+    folder: Path, made: dict[str, Any], pack: Pack, digest: str, refs: dict[str, str]
+) -> str:
     fix = "or pass --out with a new folder for this pack."
+    then = made.get("references")
+    if made.get("name") == pack.name and isinstance(then, dict):
+        changed = [
+            f"{name} (sha256 {str(then.get(name))[:12]}… then, {sha[:12]}… now)"
+            for name, sha in refs.items()
+            if name in then and then[name] != sha
+        ]
+        if changed:
+            also = (
+                " The pack file changed too."
+                if made.get("settings_sha256") not in (None, settings_digest(pack))
+                else ""
+            )
+            return (
+                f"{folder} was made with other content in reference file(s) of pack "
+                f"{pack.name!r}: {'; '.join(changed)} — the file was replaced under the same "
+                f"name, and one pack must not mix two faces.{also} Put the old file back to "
+                f"resume, {fix}"
+            )
     if made.get("name") == pack.name:
         return (
             f"{folder} was made from an earlier version of pack {pack.name!r} (its content "
