@@ -6,7 +6,8 @@ locks. Each turn it hands waiting jobs to servers with room (recording each atte
 manifest, and saving it, **before** the worker posts it), turns finished prompts into the job's
 next step (:meth:`~orchestrator.run_state.PackState.end`), takes back the prompts of a server
 that stayed unreachable (:mod:`orchestrator.run_fleet` says when) and notices when the run is
-over: every job finished, Ctrl-C handled, or no server left.
+over: every job finished, Ctrl-C handled, a full disk (stopped like one Ctrl-C, nothing
+retried: :attr:`RunLoop.disk_full`), or no server left.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from .errors import DiskFull
 from .events import Event, Executing, ExecutionStart, Progress
 from .run_events import RunEvent, StageClocks, stage_of
 from .run_fleet import Fleet
@@ -71,6 +73,7 @@ class RunLoop:
         self.posted = 0
         self.cancelled = 0
         self.error: str | None = None
+        self.disk_full: str | None = None  # the first full-disk message; the run stops
 
     def emit(self, kind: str, **data: Any) -> None:
         if self.options.on_event is not None:
@@ -81,18 +84,35 @@ class RunLoop:
     def run(self) -> None:
         self._seed()
         while not self._over():
-            if not self.fleet.presses and self.error is None:
-                self._dispatch()
             try:
-                self.handle(self.control.inbox.get(timeout=0.25))
-            except queue.Empty:
-                pass
-            busy = {f.server for f in self.flights.values()}
-            for server in self.fleet.overdue(busy):
-                wait = self.options.dead_after_s
-                self._move_away(server, f"{server} did not answer for {wait:.0f} s; moved")
-            if not self.fleet.presses:
-                self.error = self.error or self.fleet.given_up()
+                self._turn()
+            except DiskFull as exc:  # a manifest save found the disk full
+                self._disk_full(str(exc))
+
+    def _turn(self) -> None:
+        if not self.fleet.presses and self.error is None:
+            self._dispatch()
+        try:
+            self.handle(self.control.inbox.get(timeout=0.25))
+        except queue.Empty:
+            pass
+        busy = {f.server for f in self.flights.values()}
+        for server in self.fleet.overdue(busy):
+            wait = self.options.dead_after_s
+            self._move_away(server, f"{server} did not answer for {wait:.0f} s; moved")
+        if not self.fleet.presses:
+            self.error = self.error or self.fleet.given_up()
+
+    def _disk_full(self, message: str) -> None:
+        """Stop as on one Ctrl-C: no new prompts, nothing retried; the prompts on the servers
+        stay there (recorded as submitted) for the next run to download."""
+        if self.disk_full is not None:
+            return
+        self.disk_full = message
+        log.info("%s", message)
+        self.emit("disk_full", error=message)
+        if not self.fleet.presses:
+            self.fleet.stop(1, len(self.flights))
 
     def _seed(self) -> None:
         """Queue the waiting jobs; follow the prompts an earlier run left on the servers."""
@@ -198,6 +218,12 @@ class RunLoop:
     def _finished(self, message: Finished) -> None:
         flight = self._land(message.prompt_id)
         if flight is None:
+            return
+        if message.disk_full is not None:
+            # Its files did not fit: the attempt stays submitted, so the next run downloads
+            # this prompt's result instead of generating it again.
+            self.clocks.forget(message.prompt_id)
+            self._disk_full(message.disk_full)
             return
         times = self.clocks.pop(message.prompt_id)
         if message.lost is not None or message.result is None:

@@ -9,9 +9,15 @@ connects every server (health, uploads), then drives the run (:mod:`orchestrator
 until every job is finished, Ctrl-C asks it to stop, or no server has answered for
 ``give_up_s``; it saves the manifest, writes the contact sheet, and returns a
 :class:`RunSummary`. Bad credentials, or no server reachable at the start, raise before the
-pack folder is touched. Ctrl-C (SIGINT, in the main thread) or :meth:`RunControl.interrupt`:
-the first finishes the downloads under way, saves the manifest and returns; the second also
-cancels this run's prompts on the servers; a third raises ``KeyboardInterrupt`` at once.
+pack folder is touched. The pack folder is locked for the whole run
+(:class:`~orchestrator.pack_folder.PackLock`: a second run on it raises
+:class:`~orchestrator.errors.PackFolderBusy` at once; a lock left by a killed run is taken
+over), a symbolic link where the run writes is refused, and the temp files a killed run left are
+removed. A full disk stops the run as one Ctrl-C does and raises
+:class:`~orchestrator.errors.DiskFull` saying how much to free. Ctrl-C (SIGINT, in the main
+thread) or :meth:`RunControl.interrupt`: the first finishes the downloads under way, saves the
+manifest and returns; the second also cancels this run's prompts on the servers; a third raises
+``KeyboardInterrupt`` at once.
 
 ``workflow=`` swaps the pack's pipeline graph for a prepared one per attempt, everything else
 unchanged (scheduling, posting, waiting, downloads, manifest): ``bench/`` uses it to measure the
@@ -22,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import shutil
 import signal
 import threading
 import time
@@ -32,8 +39,17 @@ from pathlib import Path
 from typing import Any
 
 from .auth import ServerConfig
-from .errors import AuthError, CharpackError, ServerUnavailable
+from .errors import AuthError, CharpackError, DiskFull, ServerUnavailable
 from .jobs import Job
+from .manifest import MANIFEST
+from .pack_folder import (
+    HEADROOM,
+    MB,
+    PackLock,
+    mount_point,
+    refuse_links,
+    remove_stale_temps,
+)
 from .packfile import Pack
 from .run_events import RunEvent
 from .run_loop import RunLoop
@@ -92,9 +108,13 @@ def run_pack(
     manifest records what was posted). The graph's output node must list its files in its UI
     output, as ``SaveImage`` does; they are downloaded to ``<scene>/<stem>.<ext>``.
 
-    Raises :class:`~orchestrator.manifest.ManifestError` when the folder holds another pack,
-    :class:`AuthError` when a server refuses the credentials and :class:`ServerUnavailable`
-    when none answers at the start; problems during the run end up in the summary instead.
+    Raises :class:`~orchestrator.manifest.ManifestError` when the folder holds another pack
+    (or the same pack with other reference files), :class:`~orchestrator.errors.PackFolderBusy`
+    when another run holds the folder, :class:`~orchestrator.errors.PackFolderError` for a
+    symbolic link where the run writes, :class:`AuthError` when a server refuses the
+    credentials and :class:`ServerUnavailable` when none answers at the start, and
+    :class:`~orchestrator.errors.DiskFull` when the disk filled (the run stopped, the manifest
+    is the last one that fit); other problems during the run end up in the summary.
     """
     options = options or RunOptions()
     if not servers:
@@ -104,7 +124,36 @@ def run_pack(
         raise ServerUnavailable(f"a server is given twice ({', '.join(names)}); give each once")
     started = time.monotonic()
     folder = options.out or Path.cwd() / pack.name
+    lock = PackLock.acquire(folder)  # a second run on this folder stops here
+    try:
+        return _run_locked(pack, folder, lock, servers, options, workflow, started)
+    finally:
+        lock.release(remove_folder=True)  # the folder goes only when the run wrote nothing
+
+
+def _run_locked(
+    pack: Pack,
+    folder: Path,
+    lock: PackLock,
+    servers: Sequence[ServerConfig],
+    options: RunOptions,
+    workflow: Workflow | None,
+    started: float,
+) -> RunSummary:
+    refuse_links(folder, _written_paths(folder, pack))
     state = PackState.open(folder, pack, max_retries=options.max_retries)
+    if lock.stale is not None:
+        log.warning(
+            "%s: took over the lock of a run that ended without releasing it (%s)",
+            folder,
+            lock.stale.describe(),
+        )
+        _event(options, "lock_taken_over", folder=str(folder), holder=vars(lock.stale))
+    removed = remove_stale_temps(folder)
+    if removed:
+        names = [p.relative_to(folder).as_posix() for p in removed]
+        log.info("%s: removed %d temp file(s) an earlier run left: %s", folder, len(names), names)
+        _event(options, "temp_files_removed", files=names)
     if workflow is not None:
         state.jobs = {key: _prepared(job, workflow) for key, job in state.jobs.items()}
     control = options.control or RunControl()
@@ -136,10 +185,53 @@ def run_pack(
         for worker in workers:
             worker.close()
     summary = loop.summary(elapsed_s=time.monotonic() - started)
+    if loop.disk_full is not None:
+        raise _disk_full(folder, state)
     if options.contact_sheet and not summary.interrupted:
         _contact_sheet(folder, loop.emit)
     loop.emit("finished", **summary.to_json())
     return summary
+
+
+def _event(options: RunOptions, kind: str, **data: Any) -> None:
+    if options.on_event is not None:
+        options.on_event(RunEvent(kind, data))
+
+
+def _written_paths(folder: Path, pack: Pack) -> list[Path]:
+    """What a run writes below its pack folder: no symbolic link may stand in for any."""
+    paths = [folder / MANIFEST, folder / "contact-sheet.jpg", folder / "rejected"]
+    for scene in pack.scenes:
+        paths += [folder / scene.name, folder / "rejected" / scene.name]
+    return paths
+
+
+def _disk_full(folder: Path, state: PackState) -> DiskFull:
+    """The run's full-disk error: how much to free to finish the pack, from the files its
+    finished jobs took."""
+    sizes = [
+        sum(int(f.get("bytes") or 0) for f in attempt.get("files") or [])
+        for key in state.jobs
+        for attempt in state.entry(key).get("attempts") or []
+        if attempt.get("files")
+    ]
+    counts = state.counts()
+    left = counts.get("pending", 0) + counts.get("submitted", 0)
+    per_job = max(sizes) if sizes else 0
+    needed = left * per_job + 2 * len(state.manifest.to_json())
+    try:
+        mount = mount_point(folder)
+        free = shutil.disk_usage(mount).free
+    except OSError:
+        mount, free = folder, 0
+    short = max(0, needed - free) + HEADROOM
+    waiting = counts.get("submitted", 0)
+    return DiskFull(
+        f"no space left on {mount} — free {-(-short // MB)} MB ({free / MB:.1f} MB free now; "
+        f"{left} job(s) left, up to {per_job / MB:.1f} MB each), then run the same command "
+        f"again to resume. The run stopped and generated nothing again; {waiting} prompt(s) "
+        f"that ran on the servers are downloaded by the next run."
+    )
 
 
 def _prepared(job: Job, build: Workflow) -> _Prepared:
