@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """Provision a RunPod network volume for charpack: run on the pod, standard library only.
 
-    python3 runpod/provision.py [--root /workspace] [--record-hashes] [--skip-pip] ...
+    python3 runpod/provision.py [--root /workspace] [--civitai-version KEY=ID] [--skip-pip] ...
 
 Installs ComfyUI and the node packs at their pinned commits, the Python pins, every model with
-resume and sha256 verification, the InsightFace layout the packs expect, and links our node
-pack. Idempotent and resumable: a second run changes nothing and downloads nothing. It never
+resume and sha256 verification (CivitAI entries: the version the user chose, verified against
+the SHA256 CivitAI's API lists for it), the InsightFace layout the packs expect, and links our
+node pack. Idempotent and resumable: a second run changes nothing and downloads nothing. It never
 stops at the first failure: the report at the end lists every failure with its fix (exit code 1
 when there is one, 2 when the manifest or the arguments are unusable). Tokens (CIVITAI_TOKEN,
 HF_TOKEN) are read from the environment and never printed or written.
@@ -19,6 +20,7 @@ import os
 import sys
 from pathlib import Path
 
+from provision_civitai import DEFAULT_API
 from provision_git import ensure_checkout
 from provision_layout import (
     check_insightface,
@@ -26,12 +28,14 @@ from provision_layout import (
     skip_download_marker,
     write_whitelist,
 )
-from provision_manifest import TOKEN_ENV, ManifestError, load_manifest
+from provision_manifest import TOKEN_ENV, ManifestError, load_manifest, parse_civitai_versions
 from provision_models import Options, State, provision_models
 from provision_python import ensure_apt, ensure_python
 from provision_report import Report
 
 HERE = Path(__file__).resolve().parent
+# The CivitAI versions the user chose, as `charpack pod up --civitai-version` passes them.
+CIVITAI_VERSIONS_ENV = "CHARPACK_CIVITAI_VERSIONS"
 log = logging.getLogger("provision")
 
 
@@ -53,8 +57,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--record-hashes",
         action="store_true",
-        help="download models without a published sha256 and record theirs "
-        "(trust on first use); later runs verify against the recorded value",
+        help="download entries you added without a sha256 and record theirs (trust on first "
+        "use); later runs verify against the recorded value. The shipped entries need none",
+    )
+    p.add_argument(
+        "--civitai-version",
+        action="append",
+        default=[],
+        metavar="KEY=VERSION_ID",
+        help=f"the CivitAI version of a CivitAI entry, e.g. biglove_xl=1744439 (repeatable; "
+        f"default from ${CIVITAI_VERSIONS_ENV}, comma-separated)",
+    )
+    p.add_argument(
+        "--civitai-api",
+        default=DEFAULT_API,
+        help=f"CivitAI's API base (default {DEFAULT_API}); the token is sent there",
     )
     p.add_argument("--skip-apt", action="store_true", help="do not install Debian packages")
     p.add_argument("--skip-pip", action="store_true", help="do not build the Python venv")
@@ -76,6 +93,11 @@ def run(args: argparse.Namespace) -> int:
         manifest = load_manifest(args.manifest)
     except ManifestError as exc:
         sys.stderr.write(f"{exc}\n")
+        return 2
+    given = ",".join([os.environ.get(CIVITAI_VERSIONS_ENV, ""), *args.civitai_version])
+    civitai_versions, problems = parse_civitai_versions(given, manifest)
+    if problems:
+        sys.stderr.write("".join(f"{p}\n" for p in problems))
         return 2
     root = args.root.resolve()
     if not root.is_dir():
@@ -143,6 +165,8 @@ def run(args: argparse.Namespace) -> int:
             retries=args.retries,
             retry_wait=args.retry_wait,
             only=only,
+            civitai_api=args.civitai_api,
+            civitai_versions=civitai_versions,
         )
         provision_models(manifest=manifest, state=state, opts=opts, report=report)
         if not only:

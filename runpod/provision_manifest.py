@@ -59,6 +59,14 @@ class Model:
     licence: str
     token: str  # "" or a key of TOKEN_ENV
     pickle_whitelist: bool
+    # CivitAI entries: the user chooses the version; its file, sha256 and size come from
+    # CivitAI's API at provisioning time (provision_civitai.py).
+    civitai_model: int | None = None
+    civitai_version: int | None = None  # chosen in the manifest itself (else by the user)
+    # Where ``sha256`` comes from, as reports and the state file name it.
+    sha256_source: str = "manifest"
+    # CivitAI reports a size in KB with two decimals, not exact bytes: checked within 1 KB.
+    expected_kb: float | None = None
 
     @property
     def relpath(self) -> str:
@@ -175,6 +183,12 @@ def _model(key: str, t: dict[str, Any], problems: list[str]) -> Model:
     url = str(t.get("url", ""))
     if url and not re.match(r"^(https?|file)://", url):
         problems.append(f'{where}.url: an http(s) URL (or "" when not chosen yet)')
+    civitai_model = _positive_int(t, "civitai_model", where, problems)
+    civitai_version = _positive_int(t, "civitai_version", where, problems)
+    if civitai_model is not None and token != "civitai":
+        problems.append(f'{where}.token: "civitai" for a CivitAI entry (civitai_model)')
+    if civitai_version is not None and civitai_model is None:
+        problems.append(f"{where}.civitai_version: needs civitai_model (the CivitAI model id)")
     return Model(
         key=key,
         file=file,
@@ -186,7 +200,45 @@ def _model(key: str, t: dict[str, Any], problems: list[str]) -> Model:
         licence=str(t.get("licence", "")),
         token=token,
         pickle_whitelist=bool(t.get("pickle_whitelist", False)),
+        civitai_model=civitai_model,
+        civitai_version=civitai_version,
     )
+
+
+def _positive_int(t: dict[str, Any], name: str, where: str, problems: list[str]) -> int | None:
+    value = t.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        problems.append(f"{where}.{name}: a positive whole number (a CivitAI id)")
+        return None
+    return value
+
+
+def parse_civitai_versions(text: str, manifest: Manifest) -> tuple[dict[str, int], list[str]]:
+    """``"biglove_xl=1744439,other=12"`` -> ({key: versionId}, problems); keys must name
+    CivitAI entries of ``manifest``."""
+    civitai = sorted(m.key for m in manifest.models if m.civitai_model is not None)
+    chosen: dict[str, int] = {}
+    problems: list[str] = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        key, sep, value = item.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not value.isdigit() or int(value) <= 0:
+            problems.append(
+                f"civitai version {item!r}: expected KEY=VERSION_ID with a numeric CivitAI "
+                "version id, e.g. biglove_xl=1744439"
+            )
+        elif key not in civitai:
+            problems.append(
+                f"civitai version {item!r}: {key!r} is not a CivitAI entry of the manifest "
+                f"(CivitAI entries: {', '.join(civitai) or 'none'})"
+            )
+        else:
+            chosen[key] = int(value)
+    return chosen, problems
 
 
 def _check_unique_paths(models: list[Model], problems: list[str]) -> None:
