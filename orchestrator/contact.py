@@ -31,6 +31,7 @@ from typing import Any, Literal
 from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
 
 from .manifest import Manifest
+from .pack_folder import open_new, os_problem, writable
 from .report import Header, inside, read_header
 
 log = logging.getLogger(__name__)
@@ -349,7 +350,17 @@ class _Painter:
 
 
 def _save(canvas: Image.Image, path: Path, quality: int) -> Path:
+    # Never through a link planted in the pack folder: neither the page nor its temp file.
+    writable(path.parent, path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    canvas.save(tmp, "JPEG", quality=quality, optimize=True, progressive=True)
-    os.replace(tmp, path)
+    try:
+        with open_new(tmp) as fh:
+            canvas.save(fh, "JPEG", quality=quality, optimize=True, progressive=True)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise os_problem(exc, path, "write the contact sheet") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path

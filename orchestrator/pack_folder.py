@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any, BinaryIO
 
 from .errors import DiskFull, PackFolderBusy, PackFolderError
 
@@ -261,7 +261,7 @@ def refuse_links(root: Path, paths: Iterable[Path]) -> None:
                 break
 
 
-def open_new(path: Path) -> IO[bytes]:
+def open_new(path: Path) -> BinaryIO:
     """A new file at ``path`` for writing; never opens through a link (an old file or link of
     that name, e.g. from a killed process with the same pid, is removed first)."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -326,4 +326,3 @@ def os_problem(exc: OSError, path: Path, doing: str) -> PackFolderError:
         f"cannot {doing} at {path}: {exc.strerror or exc} — check the folder's permissions and "
         "that its disk is mounted writable, or pass --out with another folder"
     )
-

@@ -28,6 +28,7 @@ from typing import BinaryIO
 
 from .errors import CharpackError
 from .manifest import Manifest
+from .pack_folder import open_new, os_problem, writable
 from .report import inside
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,8 @@ def publish(folder: Path, *, out_dir: Path | None = None) -> PublishResult:
             result.missing.append(str(rel))
             continue
         dest = target.joinpath(*Path(str(rel)).parts)
+        # Nothing below the pack folder (or below --out) is written through a link.
+        writable(folder if out_dir is None else out_dir, dest)
         digest, removed = strip_file(source, dest)
         result.written.append(dest)
         result.bytes_removed += removed
@@ -98,11 +101,16 @@ def strip_file(source: Path, dest: Path) -> tuple[str, int]:
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
     try:
-        with source.open("rb") as raw, tmp.open("wb") as out:
+        with source.open("rb") as raw, open_new(tmp) as out:
             reader = _HashingReader(raw)
             stripper(reader, out, source)
             reader.drain()
         os.replace(tmp, dest)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.filename is not None and Path(exc.filename) == source:
+            raise
+        raise os_problem(exc, dest, "write the published copy") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -1,6 +1,7 @@
 """The pack folder's write rules on real parts: the lock held by another real process (and taken
 over after it is SIGKILLed), the temp files a killed run leaves, the manifest on a real full
-tmpfs, symbolic links planted where charpack writes, and reference files in the pack's identity.
+tmpfs, symbolic links planted where charpack, its contact sheet and publish write, and reference
+files in the pack's identity.
 """
 
 from __future__ import annotations
@@ -18,11 +19,13 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from orchestrator.contact import write_contact_sheet
 from orchestrator.errors import DiskFull, PackFolderBusy, PackFolderError
 from orchestrator.manifest import Manifest, ManifestError
 from orchestrator.pack_folder import LOCK_NAME, PackLock, holder, remove_stale_temps
 from orchestrator.packfile import Pack, load_pack
 from orchestrator.run_state import PackState, settings_digest
+from tests.support.pack_folders import JobSpec, Shot, build
 from tests.support.tmpfs import fill, tmpfs
 
 REPO = Path(__file__).resolve().parents[2]
@@ -264,3 +267,42 @@ def test_the_lock_refusal_comes_before_the_first_byte(tmp_path: Path) -> None:
         PackLock.acquire(out)
     assert (out / LOCK_NAME).read_bytes() == content
     lock.release()
+
+
+def small_folder(folder: Path) -> None:
+    build(folder, [JobSpec("cafe", 1, [Shot(seed=7, score=0.9)])], size=(32, 48))
+
+
+@pytest.mark.parametrize("command", ["publish", "contact-sheet"])
+def test_the_pack_folder_tools_refuse_a_planted_link_and_write_nothing_through_it(
+    command: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "pack"
+    small_folder(out)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    planted = out / ("publish" if command == "publish" else "contact-sheet.jpg")
+    planted.symlink_to(elsewhere if command == "publish" else elsewhere / "sheet.jpg")
+    done = subprocess.run(
+        [sys.executable, "-m", "orchestrator", command, str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "400"},
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert f"{planted} is a symbolic link" in done.stderr and "Remove the link" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_the_contact_sheets_temp_file_is_never_opened_through_a_link(tmp_path: Path) -> None:
+    out = tmp_path / "pack"
+    small_folder(out)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    (out / f".contact-sheet.jpg.{os.getpid()}.tmp").symlink_to(victim)
+    sheet = write_contact_sheet(out)
+    assert victim.read_text() == "keep me"
+    with Image.open(sheet) as img:
+        assert img.format == "JPEG"
