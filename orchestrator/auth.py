@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit
+from urllib.parse import parse_qsl, quote, quote_plus, urlencode, urlsplit
 
 from .errors import ServerConfigError
 
@@ -31,6 +31,10 @@ TOKEN_ENV = "CHARPACK_TOKEN"
 BASIC_ENV = "CHARPACK_BASIC_AUTH"
 QUERY_ENV = "CHARPACK_TOKEN_QUERY"
 MASK = "***"
+# Every credential charpack reads from the environment: the ComfyUI server's, RunPod's, and the
+# model hosts' the pod is given. A server may echo any of them back (an error page quoting the
+# request's headers), so all are masked wherever server text is shown or stored.
+SECRET_ENVS = (TOKEN_ENV, BASIC_ENV, "RUNPOD_API_KEY", "CIVITAI_TOKEN", "HF_TOKEN")
 
 _SECRET_PARAMS = ("token", "access_token", "api_key", "apikey", "key", "auth", "password", "sig")
 _SECRET_HEADERS = frozenset(
@@ -48,8 +52,28 @@ def register_secret(*values: str) -> None:
     """Mask these values from now on wherever :func:`redact` runs (messages, logs, repr)."""
     # Shorter values would mask ordinary text everywhere (a password "b" hides every "b"); the
     # header/parameter patterns in redact() still catch them where credentials are written.
+    forms: set[str] = set()
+    for value in values:
+        if len(value) >= 4:
+            # As sent in a query string (?token=a%2Fb) or form body (a+b): a server may echo
+            # the request line rather than the decoded value.
+            forms.update((value, quote(value, safe=""), quote_plus(value), quote(value)))
     with _secrets_lock:
-        _secrets.update(v for v in values if len(v) >= 4)
+        _secrets.update(forms)
+
+
+def register_env_secrets(env: Mapping[str, str] | None = None) -> None:
+    """Mask every credential of :data:`SECRET_ENVS` set in ``env`` (default ``os.environ``):
+    the value, and for ``CHARPACK_BASIC_AUTH`` also the password alone and the base64 form the
+    ``Authorization: Basic`` header carries."""
+    env = os.environ if env is None else env
+    for name in SECRET_ENVS:
+        value = env.get(name, "").strip()
+        if not value:
+            continue
+        register_secret(value)
+        if name == BASIC_ENV:
+            register_secret(value.partition(":")[2], base64.b64encode(value.encode()).decode())
 
 
 def redact(text: str) -> str:
@@ -94,7 +118,16 @@ _LOGGERS = (
 
 
 def install_log_redaction() -> None:
-    """Mask secrets in records of the HTTP/websocket libraries and the client (idempotent)."""
+    """Mask secrets in every record the root logger's handlers write, and in records of the
+    HTTP/websocket libraries and the client wherever they go (idempotent).
+
+    A filter on a handler sees the records of every logger that reaches it, so the handlers
+    the CLI installs on the root logger redact all of them, whatever their logger's name; the
+    named loggers are covered too for handlers attached to them directly (or installed later).
+    """
+    for handler in logging.getLogger().handlers:
+        if _FILTER not in handler.filters:
+            handler.addFilter(_FILTER)
     for name in _LOGGERS:
         logger = logging.getLogger(name)
         if _FILTER not in logger.filters:
@@ -160,6 +193,7 @@ class ServerConfig:
     ) -> ServerConfig:
         """Parse ``url`` and take credentials from ``env`` (default: ``os.environ``)."""
         env = os.environ if env is None else env
+        register_env_secrets(env)
         url = url.strip()
         if "://" not in url:
             raise ServerConfigError(
@@ -217,7 +251,7 @@ class ServerConfig:
             else:
                 headers["Authorization"] = f"Bearer {token}"
         if basic:
-            register_secret(basic.partition(":")[2])
+            register_secret(basic, basic.partition(":")[2])
             encoded = base64.b64encode(basic.encode()).decode()
             headers["Authorization"] = f"Basic {encoded}"
         netloc = parts.hostname or ""

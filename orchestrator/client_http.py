@@ -19,22 +19,46 @@ from typing import Any
 
 import requests
 
-from .auth import ServerConfig, install_log_redaction
+from .auth import ServerConfig, install_log_redaction, redact
 from .errors import AuthError, ServerUnavailable
 
 log = logging.getLogger(__name__)
 
 RETRY_STATUS = frozenset({502, 503, 504, 520, 521, 522, 523, 524})
 _ERRNO_RE = re.compile(r"\[Errno -?\d+\] [^'\")]+")
+_SPACE_RE = re.compile(r"\s+")
+EXCERPT_CHARS = 200
+_EXCERPT_SCAN = 16_384  # of a body, only this much is read for an excerpt (then redacted)
 
 
 class Ambiguous(Exception):
-    """A request failed after it may have reached the server (timeout, reset, 5xx)."""
+    """A request failed after it may have reached the server (timeout, reset, 5xx).
 
-    def __init__(self, reason: str, status: int | None = None) -> None:
+    ``body`` is an excerpt of a 5xx answer's body, already redacted (see :func:`excerpt`).
+    """
+
+    def __init__(self, reason: str, status: int | None = None, body: str = "") -> None:
         self.reason = reason
         self.status = status
+        self.body = body
         super().__init__(reason)
+
+
+def excerpt(response: requests.Response) -> str:
+    """The start of an error answer's body as one line, with every secret masked.
+
+    Servers and proxies echo requests in error pages (``Authorization: Bearer …``), so the
+    text is redacted whole before it is cut: a secret cut in half would escape the masks.
+    """
+    try:
+        # One chunk: a streamed answer (a download) may never end.
+        head = next(response.iter_content(_EXCERPT_SCAN), b"")
+        text = head.decode("utf-8", "replace") if isinstance(head, bytes) else str(head)
+    except (requests.RequestException, OSError, RuntimeError):
+        return ""
+    line = _SPACE_RE.sub(" ", "".join(c if c.isprintable() else " " for c in text)).strip()
+    line = redact(line)
+    return line if len(line) <= EXCERPT_CHARS else line[: EXCERPT_CHARS - 1] + "…"
 
 
 def describe(exc: BaseException) -> str:
@@ -172,13 +196,15 @@ class HttpCore:
         if response.status_code in (401, 403):
             raise self.status_error(response, f"{method} {path}")
         if response.status_code >= 500:
+            body = excerpt(response)
             response.close()
-            raise Ambiguous(f"HTTP {response.status_code}", status=response.status_code)
+            raise Ambiguous(f"HTTP {response.status_code}", status=response.status_code, body=body)
         return response
 
     def status_error(self, response: requests.Response, what: str) -> Exception:
         """The error for an unexpected status (the response is consumed and closed)."""
         status = response.status_code
+        body = excerpt(response) if status >= 500 else ""
         response.close()
         if status in (401, 403):
             return AuthError(
@@ -186,8 +212,9 @@ class HttpCore:
                 f"{self.config.auth_hint()}."
             )
         if status >= 500:
+            said = f" ({body})" if body else ""
             return ServerUnavailable(
-                f"{self.config.label}: {what} answered HTTP {status}; the server failed - "
+                f"{self.config.label}: {what} answered HTTP {status}{said}; the server failed - "
                 "check its log (RunPod: the pod's logs)."
             )
         return ServerUnavailable(

@@ -3,7 +3,9 @@
 Owns the translation of ComfyUI's ``error`` / ``node_errors`` JSON into a
 :class:`~orchestrator.errors.PromptRejected` whose per-node lines say what is wrong and how to fix
 it. A model name the server lacks (``value_not_in_list`` on a loader) lists the files the server
-has and the ``models/`` folder to put the file in. Server tracebacks are never shown.
+has and the ``models/`` folder to put the file in. Server tracebacks are never shown, and every
+line is redacted here, where the server's text enters charpack (a server may echo the request's
+``Authorization`` header), so no message, log or manifest built from it can carry a secret.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from .auth import redact
 from .errors import PromptRejected
 
 # (class_type, input) -> models/ folder, for loaders whose file list users must fix by hand.
@@ -119,7 +122,9 @@ def rejection(
             for e in entry.get("errors") or []
             if isinstance(e, Mapping)
         ]
-        per_node[str(node_id)] = lines or [f"[{class_type}] rejected (no details)"]
+        per_node[redact(str(node_id))] = [
+            redact(line) for line in lines or [f"[{class_type}] rejected (no details)"]
+        ]
     if isinstance(error, Mapping):
         head = str(error.get("message") or error.get("type") or "rejected")
         details = str(error.get("details") or "").strip()
@@ -134,4 +139,5 @@ def rejection(
     else:
         head = "some outputs failed validation"
     note = " The valid outputs were queued and then cancelled." if queued else ""
-    return PromptRejected(f"{server}: ComfyUI rejected prompt {prompt_id}: {head}{note}", per_node)
+    message = redact(f"{server}: ComfyUI rejected prompt {prompt_id}: {head}{note}")
+    return PromptRejected(message, per_node)

@@ -124,3 +124,48 @@ def test_third_party_log_records_are_redacted(caplog: pytest.LogCaptureFixture) 
     assert "/x?token=***" in caplog.text and "clientId=c&token=***" in caplog.text
     assert "/q?token=***" in caplog.text
     assert TOKEN not in caplog.text
+
+
+def test_every_credential_from_the_environment_is_masked_in_every_form() -> None:
+    # A server may echo any of them: the header, the request URL, the pod's model-host tokens.
+    env = {
+        "CHARPACK_TOKEN": "tk/q+8z=echo",
+        "CHARPACK_BASIC_AUTH": "ana:pa55-w0rd",
+        "RUNPOD_API_KEY": "rpa_KEY1234567",
+        "CIVITAI_TOKEN": "civ-0a1b2c3d",
+        "HF_TOKEN": "hf_abcdef123456",
+        "CHARPACK_TOKEN_QUERY": "1",
+    }
+    ServerConfig.from_url(POD, env=env)
+    basic = base64.b64encode(b"ana:pa55-w0rd").decode()
+    forms = ["tk/q+8z=echo", "tk%2Fq%2B8z%3Decho", "ana:pa55-w0rd", "pa55-w0rd", basic,
+             "rpa_KEY1234567", "civ-0a1b2c3d", "hf_abcdef123456"]  # fmt: skip
+    for form in forms:
+        echoed = f"upstream error; request was {form!r} (in the headers: {form})"
+        assert form not in redact(echoed), form
+        assert redact(echoed).startswith("upstream error; request was")
+
+
+def test_records_of_any_logger_are_redacted_by_the_root_handlers() -> None:
+    # The CLI installs its handlers on the root logger: whatever a record's logger is called
+    # (a library charpack never heard of), the handler masks it.
+    ServerConfig.from_url(POD, env={"CHARPACK_TOKEN": TOKEN})
+    seen: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(self.format(record))
+
+    root, handler = logging.getLogger(), Keep()
+    root.addHandler(handler)
+    try:
+        install_log_redaction()
+        logging.getLogger("someone.elses.library").warning("server said: Bearer %s", TOKEN)
+        try:
+            raise RuntimeError(f"echo {TOKEN}")
+        except RuntimeError:
+            logging.getLogger("another").exception("failed")
+    finally:
+        root.removeHandler(handler)
+    assert len(seen) == 2 and seen[0] == "server said: ***"
+    assert not [line for line in seen if TOKEN in line]
