@@ -29,7 +29,7 @@ from .client_results import (
     check_prompt_id,
     parse_history,
 )
-from .errors import MissingOnServer, ServerUnavailable
+from .errors import MissingOnServer, PromptNotTaken, ServerUnavailable
 from .uploads import Upload
 
 log = logging.getLogger(__name__)
@@ -158,8 +158,10 @@ class ComfyClient:
         """Queue ``graph`` under the caller's ``prompt_id``; never queues it twice.
 
         Raises :class:`PromptRejected` (400, or 200 with ``node_errors``: the partly queued
-        prompt is then cancelled), :class:`AuthError`, or :class:`ServerUnavailable` when the
-        server cannot be reached or it stays unknown whether the prompt was queued.
+        prompt is then cancelled), :class:`AuthError`, :class:`PromptNotTaken` when every try
+        answered 5xx and history and queue show it was not queued (posting it again later is
+        safe), or :class:`ServerUnavailable` when the server cannot be reached or it stays
+        unknown whether the prompt was queued.
         """
         check_prompt_id(prompt_id)
         body: dict[str, Any] = {
@@ -172,9 +174,14 @@ class ComfyClient:
             body["number"] = number
         last = ""
         maybe_sent = False
+        storm = True  # every answer so far was a 5xx, and nothing was queued after any of them
+        last_5xx: Ambiguous | None = None
+        first_5xx: float | None = None
+        answers = 0
         for attempt in range(self.submit_attempts):
             if attempt:
                 time.sleep(self.http.delay(attempt - 1))
+            at = time.monotonic()
             try:
                 response = self.http.send_once("POST", "/prompt", json=body)
             except ServerUnavailable as exc:  # never reached the server: posting again is safe
@@ -193,14 +200,35 @@ class ComfyClient:
                 if state not in (None, JobState.LOST):
                     return Submitted(prompt_id=prompt_id, number=None, recovered=True)
                 if state is None:
+                    storm = False
                     break  # cannot tell; posting again could run it twice
+                if exc.status is not None and exc.status >= 500:
+                    last_5xx, first_5xx, answers = exc, first_5xx or at, answers + 1
+                else:
+                    storm = False  # a timeout or reset: the answer was lost, not refused
                 continue
             return self._accepted(response, prompt_id)
         if not maybe_sent:
             raise ServerUnavailable(last)
+        if storm and last_5xx is not None and first_5xx is not None:
+            # Every try answered 5xx and history and queue showed nothing queued after each:
+            # the server refuses prompts (a 500 storm); it did not lose one.
+            raise self._not_taken(last_5xx, first_5xx, tries=answers)
         raise ServerUnavailable(
             f"{self.config.label}: could not submit prompt {prompt_id} ({last}). It may still "
             "be queued: check job_state() before submitting it again."
+        )
+
+    def _not_taken(self, answer: Ambiguous, since: float, *, tries: int) -> PromptNotTaken:
+        status = answer.status or 500
+        said = answer.body or "no body"
+        seconds = time.monotonic() - since
+        return PromptNotTaken(
+            f"{self.config.label} answered {status} to POST /prompt for {seconds:.0f} s "
+            f"({tries} tries, nothing queued): {said}",
+            status=status,
+            body=answer.body,
+            since=since,
         )
 
     def _settle(self, prompt_id: str) -> JobState | None:

@@ -25,7 +25,7 @@ from .errors import CharpackError
 from .manifest import FileRecord
 from .packfile import IdentityGate
 from .run_messages import Close, DownloadStarted, Drain, Drained, Finished
-from .run_rules import below
+from .run_rules import NO_FACE, Score, below
 from .run_state import image_dir
 
 log = logging.getLogger(__name__)
@@ -42,10 +42,21 @@ class Tracked:
     stem: str
 
 
-def score_of(result: JobResult) -> float | None:
-    """The identity score in a finished prompt's UI output (the lowest of a batch)."""
+def score_of(result: JobResult) -> Score:
+    """The identity result in a finished prompt's UI output: the lowest score of a batch,
+    :data:`~orchestrator.run_rules.NO_FACE` when an image of it has no face (the node lists
+    ``null`` for its score and ``false`` in ``faces``; older node packs said so only in a
+    warning, with a 0.0 score), or None when the graph has no identity node."""
     ui = result.ui.get(SCORE_NODE) or next((u for u in result.ui.values() if "scores" in u), {})
-    values = [float(v) for v in ui.get("scores", ()) if isinstance(v, int | float)]
+    scores = tuple(ui.get("scores", ()))
+    warnings = [str(w) for w in ui.get("warnings", ())]
+    if (
+        any(v is None for v in scores)
+        or any(f is False for f in ui.get("faces", ()))
+        or any(w.startswith("no face found in image") for w in warnings)
+    ):
+        return NO_FACE
+    values = [float(v) for v in scores if isinstance(v, int | float) and not isinstance(v, bool)]
     return min(values) if values else None
 
 

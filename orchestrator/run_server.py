@@ -7,7 +7,10 @@ a slow or dead server never holds up the others or the runner:
   hash), posts the prompts the runner hands it under their recorded ``prompt_id``, follows them
   with :class:`~orchestrator.client_wait.Completion` (websocket end marker, then history;
   polling while the socket is down; lost = in neither history nor queue), and probes a server
-  that stopped answering until it answers again;
+  that stopped answering until it answers again. A server that answers 5xx to ``POST /prompt``
+  without queueing it (a 500 storm) is down for the runner, with what it answered as the reason;
+  its prompt is held, not lost, and posted again under the same id once the server takes
+  prompts (history and queue showed it was never queued);
 - the **download** thread streams each finished prompt's files into the pack folder (into
   ``rejected/`` when the identity score is below the threshold), hashing them on the way.
 
@@ -26,12 +29,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .auth import ServerConfig, redact_url
+from .auth import ServerConfig, redact, redact_url
 from .client import ComfyClient
 from .client_results import JobResult
 from .client_socket import EventStream
 from .client_wait import Completion, Lost
-from .errors import AuthError, CharpackError, PromptRejected, ServerUnavailable
+from .errors import AuthError, CharpackError, PromptNotTaken, PromptRejected, ServerUnavailable
 from .events import Event
 from .packfile import IdentityGate
 from .run_files import Fetcher, Tracked
@@ -90,7 +93,7 @@ class ServerWorker:
         self.folder = folder
         self.uploads = uploads
         self.probe_interval = probe_interval
-        self.version: str | None = None
+        self.version: str | None = None  # as the server says it (redacted: server text)
         self.names: dict[str, str] = {}
         self.client = ComfyClient(config=config)
         self.stream = EventStream(config=config)
@@ -102,6 +105,8 @@ class ServerWorker:
         )
         self._tracked: dict[str, Tracked] = {}
         self._orphans: set[str] = set()
+        self._held: dict[str, Submit] = {}  # refused with 5xx, never queued: post again later
+        self._refusing_since: float | None = None  # first 5xx of the current storm
         self.fetcher = Fetcher(
             server=self.name,
             client=lambda: self.client,  # replaced after an outage
@@ -190,7 +195,8 @@ class ServerWorker:
             for prompt_id in item.prompt_ids:
                 self.completion.discard(prompt_id)
                 self._tracked.pop(prompt_id, None)
-                self._orphans.add(prompt_id)
+                if self._held.pop(prompt_id, None) is None:
+                    self._orphans.add(prompt_id)
         elif isinstance(item, Drain):
             self._stopping = True
             self.fetcher.drain()
@@ -212,13 +218,15 @@ class ServerWorker:
                 self.completion.client = self.client
             stats = self.client.system_stats()
             version = (stats.get("system") or {}).get("comfyui_version")
-            self.version = str(version) if version else None
+            self.version = redact(str(version))[:64] if version else None
             names = {}
             for upload in self.uploads:
                 done = self.client.upload_image(upload.path, subfolder=upload.subfolder)
                 if done.image_value != upload.image_value:
                     names[upload.image_value] = done.image_value
             self.names = names
+            for held in list(self._held.values()):  # up only once it takes prompts again
+                self._post(held)
         except AuthError as exc:
             self.inbox.put(Unusable(self.name, str(exc)))
             return False
@@ -249,16 +257,32 @@ class ServerWorker:
             self.client.submit(
                 item.graph, prompt_id=item.prompt_id, client_id=self.stream.client_id
             )
+        except PromptNotTaken as exc:
+            # Nothing was queued: not a lost prompt (that would count against the job as a
+            # server restart). Hold it; the probe posts it again once the server takes prompts.
+            self._held[item.prompt_id] = item
+            since = self._refusing_since = self._refusing_since or exc.since
+            raise ServerUnavailable(
+                f"{self.config.label} answered {exc.status} to POST /prompt for "
+                f"{time.monotonic() - since:.0f} s: {exc.body or 'no body'} (nothing was "
+                "queued; charpack posts it again once the server takes prompts — check the "
+                "server's log)"
+            ) from None
         except PromptRejected as exc:
+            self._held.pop(item.prompt_id, None)
+            self._refusing_since = None
             self.completion.discard(item.prompt_id)
             self._tracked.pop(item.prompt_id, None)
             self.inbox.put(Refused(self.name, item.key, item.prompt_id, str(exc)))
             return
         except ServerUnavailable:
             # It may or may not be queued: history and queue decide once the server answers.
+            self._held.pop(item.prompt_id, None)
             self.inbox.put(Posted(self.name, item.key, item.prompt_id, at))
             self.completion.reconcile_soon()
             raise
+        self._held.pop(item.prompt_id, None)
+        self._refusing_since = None
         self.inbox.put(Posted(self.name, item.key, item.prompt_id, at))
 
     def _finished(self, outcome: JobResult | Lost) -> None:
@@ -292,6 +316,7 @@ class ServerWorker:
         for prompt_id in gone:
             self.completion.discard(prompt_id)
             self._tracked.pop(prompt_id, None)
+            self._held.pop(prompt_id, None)
         self.inbox.put(Cancelled(self.name, tuple(gone)))
 
     def _cancel_orphans(self) -> None:

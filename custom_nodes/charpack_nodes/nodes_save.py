@@ -1,7 +1,12 @@
-"""CharpackSavePack: pack images at deterministic, safe paths, without stalling the GPU.
+"""CharpackSavePack: pack images at safe paths unique per prompt, without stalling the GPU.
 
-Saves ``output/<pack>/<scene>/<name>.png`` (``<name>_00.png``, ``_01`` … for a batch) with a
-``<name>.json`` sidecar (pack, scene, name, seed, score, parameters, sha256 and size of the PNG).
+Saves ``output/<pack>/<scene>/<name>.<prompt id>.png`` (``<name>_00.<prompt id>.png``, ``_01`` …
+for a batch) with a ``<name>.<prompt id>.json`` sidecar (pack, scene, name, seed, score,
+parameters, the prompt id, sha256 and size of the PNG), written after the PNG. The prompt id in
+every name means no prompt ever overwrites, or is served in place of, another prompt's file
+(an earlier run of a changed pack, the same graph queued twice); the node is never taken from
+ComfyUI's cache, so a resubmitted identical prompt writes its own files too. The prompt id is
+ComfyUI's (the executing context; a UUID chosen by the orchestrator, or by the server).
 PNG text chunks: ``parameters`` (A1111 style, what image hosts read), ``prompt`` and ``workflow``
 as ComfyUI writes them (left out under ``--disable-metadata``), ``seed`` and ``score``. Names are
 checked by ``ops/paths.py`` (nothing can be written outside the output folder); encoding and
@@ -12,15 +17,19 @@ millisecond while the image is still being written. The UI output lists both fil
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
+import uuid
+from dataclasses import replace
 from typing import Any
 
 import folder_paths
 import torch
 from comfy.cli_args import args
 from comfy_api.latest import io
+from comfy_execution.utils import get_executing_context
 
 from .ops import paths, saving, specs
 from .pipelines import OutputSpec, params
@@ -81,6 +90,24 @@ def png_text(
     return tuple(text)
 
 
+def _current_prompt_id() -> str:
+    """The running prompt's id; a fresh UUID when no prompt runs (a direct call)."""
+    context = get_executing_context()
+    return context.prompt_id if context is not None else str(uuid.uuid4())
+
+
+def prompt_tag(prompt_id: str) -> str:
+    """The part of every file name that names the prompt: its id when it is a canonical UUID
+    (what the orchestrator and ComfyUI choose), else 32 hex digits of its sha256 (any client may
+    post any string as a prompt id; it must never become a path)."""
+    try:
+        if str(uuid.UUID(prompt_id)) == prompt_id:
+            return prompt_id
+    except ValueError:
+        pass
+    return hashlib.sha256(prompt_id.encode("utf-8", "replace")).hexdigest()[:32]
+
+
 def _cpu_image(image: torch.Tensor) -> Any:
     # A GPU tensor is converted where it lives (fast) and copied as 8 bit; a CPU tensor is handed
     # over as is and converted on the writer thread (IMAGE tensors are never changed in place).
@@ -98,8 +125,8 @@ class CharpackSavePack(io.ComfyNode):
             node_id=NODE,
             display_name="Save pack image (charpack)",
             category="charpack/output",
-            description="Saves images into output/<pack>/<scene>/ with deterministic names, "
-            "PNG metadata and a JSON sidecar, encoding them off the execution thread.",
+            description="Saves images into output/<pack>/<scene>/ under names unique per "
+            "prompt, with PNG metadata and a JSON sidecar, encoding them off the execution thread.",
             inputs=[
                 io.Image.Input("images", tooltip="Images to save."),
                 io.String.Input(
@@ -116,8 +143,8 @@ class CharpackSavePack(io.ComfyNode):
                 io.String.Input(
                     "name",
                     default=_PRESET.name,
-                    tooltip="File name stem: <name>.png and <name>.json; a batch "
-                    "gets <name>_00, <name>_01 … Same name again = overwrite.",
+                    tooltip="File name stem: <name>.<prompt id>.png and .json; a batch "
+                    "gets <name>_00, <name>_01 … Every prompt writes its own files.",
                 ),
                 io.Int.Input(
                     "seed",
@@ -150,7 +177,15 @@ class CharpackSavePack(io.ComfyNode):
             ],
             outputs=[],
             is_output_node=True,
+            not_idempotent=True,
         )
+
+    @classmethod
+    def fingerprint_inputs(cls, **kwargs: Any) -> Any:
+        # Never a cache hit: a cached saver would replay the UI output naming an earlier
+        # prompt's files instead of writing this prompt's (ComfyUI evaluates this per prompt,
+        # inside its executing context).
+        return _current_prompt_id()
 
     @classmethod
     def execute(
@@ -166,6 +201,8 @@ class CharpackSavePack(io.ComfyNode):
     ) -> io.NodeOutput:
         batch = int(images.shape[0])
         output_dir = folder_paths.get_output_directory()
+        prompt_id = _current_prompt_id()
+        tag = prompt_tag(prompt_id)
         try:
             targets = [
                 paths.pack_paths(
@@ -175,6 +212,7 @@ class CharpackSavePack(io.ComfyNode):
             ]
         except paths.UnsafeName as error:
             raise ValueError(f"{NODE}: {error}") from None
+        targets = [replace(t, stem=f"{t.stem}.{tag}") for t in targets]
         hidden = cls.hidden
         text = png_text(
             parameters=parameters, seed=seed, score=score,
@@ -186,6 +224,7 @@ class CharpackSavePack(io.ComfyNode):
             sidecar = {
                 "pack": pack, "scene": scene, "name": name, "index": index, "seed": seed,
                 "score": score, "parameters": parameters, "compress_level": compress_level,
+                "prompt_id": prompt_id,
             }  # fmt: skip
             job = saving.SaveJob(
                 image=_cpu_image(images[index]),

@@ -1,5 +1,6 @@
-"""The pack saver: deterministic names, metadata and sidecar, no way out of the output folder,
-lossless pixels, and encoding that never runs on ComfyUI's execution thread."""
+"""The pack saver: names unique per prompt, metadata and a sidecar naming the prompt, no way out
+of the output folder, no planted symlink followed, lossless pixels, and encoding that never runs
+on ComfyUI's execution thread."""
 
 from __future__ import annotations
 
@@ -10,22 +11,25 @@ import os
 import subprocess
 import sys
 import threading
+import uuid
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
-from charpack_nodes.nodes_save import CharpackSavePack
+from charpack_nodes.nodes_save import CharpackSavePack, prompt_tag
 from charpack_nodes.ops import paths, saving
 from charpack_nodes.ops.images import to_uint8
 from charpack_nodes.ops.png import encode_png
+from comfy_execution.utils import CurrentNodeContext
 from PIL import Image
 
 from tests.nodes.helpers import ComfyDirs, call_node
 
 WORKFLOW = {"nodes": [{"id": 1, "type": "CharpackPipeline"}], "links": []}
 PROMPT = {"12": {"class_type": "CharpackPipeline", "inputs": {"seed": 5}}}
+PID = "6f1c2d3e-1a2b-4c3d-8e4f-123456789abc"  # the prompt ComfyUI runs (its executing context)
 
 
 def images(batch: int = 1, height: int = 48, width: int = 40, seed: int = 0) -> torch.Tensor:
@@ -34,7 +38,7 @@ def images(batch: int = 1, height: int = 48, width: int = 40, seed: int = 0) -> 
     return torch.rand(batch, height, width, 3, generator=generator) * 1.2 - 0.1
 
 
-def save(**overrides: Any) -> Any:
+def save(prompt_id: str = PID, **overrides: Any) -> Any:
     inputs: dict[str, Any] = dict(
         images=images(), pack="lookbook", scene="harbour", name="harbour_0001_5", seed=5,
         parameters="photo of ava\nNegative prompt: blurry\nSteps: 30, Seed: 5",
@@ -43,7 +47,8 @@ def save(**overrides: Any) -> Any:
     hidden = {"hidden_prompt": PROMPT, "extra_pnginfo": {"workflow": WORKFLOW}}
     hidden.update({k: overrides.pop(k) for k in list(overrides) if k in hidden})
     inputs.update(overrides)
-    return call_node(CharpackSavePack, unique_id="20", **hidden, **inputs)
+    with CurrentNodeContext(prompt_id, "20"):
+        return call_node(CharpackSavePack, unique_id="20", **hidden, **inputs)
 
 
 def read_png(path: Path) -> tuple[np.ndarray, dict[str, Any]]:
@@ -55,24 +60,25 @@ def all_files(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
 
 
-def test_saves_png_and_sidecar_at_the_deterministic_path(
+def test_saves_png_and_sidecar_under_the_name_and_the_prompt_id(
     comfy_dirs: ComfyDirs, fresh_writer: saving.BackgroundWriter
 ) -> None:
     batch = images()
     out = save(images=batch)
+    stem = f"harbour_0001_5.{PID}"
     assert out.ui == {
-        "images": [{"filename": "harbour_0001_5.png", "subfolder": "lookbook/harbour",
+        "images": [{"filename": f"{stem}.png", "subfolder": "lookbook/harbour",
                     "type": "output"}],
-        "sidecars": [{"filename": "harbour_0001_5.json", "subfolder": "lookbook/harbour",
+        "sidecars": [{"filename": f"{stem}.json", "subfolder": "lookbook/harbour",
                       "type": "output"}],
     }  # fmt: skip
     assert fresh_writer.flush(60)
     folder = comfy_dirs.output / "lookbook" / "harbour"
     assert all_files(comfy_dirs.output) == [
-        "lookbook/harbour/harbour_0001_5.json",
-        "lookbook/harbour/harbour_0001_5.png",
+        f"lookbook/harbour/{stem}.json",
+        f"lookbook/harbour/{stem}.png",
     ]
-    data = (folder / "harbour_0001_5.png").read_bytes()
+    data = (folder / f"{stem}.png").read_bytes()
     picture = Image.open(io.BytesIO(data))
     # Lossless, and the same 8-bit pixels core SaveImage would write for this tensor.
     core = np.clip(255.0 * batch[0].numpy(), 0, 255).astype(np.uint8)
@@ -81,29 +87,73 @@ def test_saves_png_and_sidecar_at_the_deterministic_path(
     assert json.loads(picture.info["prompt"]) == PROMPT
     assert json.loads(picture.info["workflow"]) == WORKFLOW
     assert picture.info["seed"] == "5" and picture.info["score"] == "0.831200"
-    sidecar = json.loads((folder / "harbour_0001_5.json").read_text())
+    sidecar = json.loads((folder / f"{stem}.json").read_text())
     assert sidecar == {
         "pack": "lookbook", "scene": "harbour", "name": "harbour_0001_5", "index": 0,
-        "file": "harbour_0001_5.png", "seed": 5, "score": 0.8312,
+        "file": f"{stem}.png", "prompt_id": PID, "seed": 5, "score": 0.8312,
         "parameters": "photo of ava\nNegative prompt: blurry\nSteps: 30, Seed: 5",
         "compress_level": 1, "width": 40, "height": 48,
         "sha256": hashlib.sha256(data).hexdigest(), "size": len(data),
     }  # fmt: skip
 
 
-def test_a_batch_gets_numbered_names_and_saving_again_overwrites(
+def test_a_batch_gets_numbered_names_and_another_prompt_never_overwrites_them(
     comfy_dirs: ComfyDirs, fresh_writer: saving.BackgroundWriter
 ) -> None:
+    later = str(uuid.uuid4())
     save(images=images(batch=2), name="look", score=None)
-    save(images=images(batch=2, seed=1), name="look", score=None)
+    save(later, images=images(batch=2, seed=1), name="look", score=None)
     assert fresh_writer.flush(60)
-    assert all_files(comfy_dirs.output) == [
-        f"lookbook/harbour/look_0{i}.{ext}" for i in (0, 1) for ext in ("json", "png")
-    ]
-    second, _info = read_png(comfy_dirs.output / "lookbook/harbour/look_01.png")
+    assert all_files(comfy_dirs.output) == sorted(
+        f"lookbook/harbour/look_0{i}.{pid}.{ext}"
+        for pid in (PID, later)
+        for i in (0, 1)
+        for ext in ("json", "png")
+    )
+    folder = comfy_dirs.output / "lookbook/harbour"
+    first, _info = read_png(folder / f"look_01.{PID}.png")
+    assert np.array_equal(first, to_uint8(images(batch=2)[1]))  # the earlier prompt's, kept
+    second, _info = read_png(folder / f"look_01.{later}.png")
     assert np.array_equal(second, to_uint8(images(batch=2, seed=1)[1]))
-    sidecar = json.loads((comfy_dirs.output / "lookbook/harbour/look_01.json").read_text())
-    assert sidecar["index"] == 1 and sidecar["score"] is None
+    sidecar = json.loads((folder / f"look_01.{later}.json").read_text())
+    assert sidecar["index"] == 1 and sidecar["score"] is None and sidecar["prompt_id"] == later
+
+
+def test_the_saver_is_never_a_cache_hit_and_a_strange_prompt_id_never_becomes_a_path() -> None:
+    with CurrentNodeContext(PID, "20"):
+        first = CharpackSavePack.fingerprint_inputs(name="x")
+    with CurrentNodeContext(str(uuid.uuid4()), "20"):
+        second = CharpackSavePack.fingerprint_inputs(name="x")
+    assert first == PID and second != first  # same inputs, another prompt: runs again
+    assert prompt_tag(PID) == PID
+    for odd in ("../../etc/x", "A" * 300, "x\x00y", PID.upper()):
+        tag = prompt_tag(odd)
+        assert len(tag) == 32 and set(tag) <= set("0123456789abcdef")
+
+
+def test_a_symlink_planted_at_a_temp_name_is_never_followed(
+    comfy_dirs: ComfyDirs, fresh_writer: saving.BackgroundWriter, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    folder = comfy_dirs.output / "lookbook" / "harbour"
+    folder.mkdir(parents=True)
+    stem = f"harbour_0001_5.{PID}"
+    # The names the saver used to write through (<name>.png.part), old and new stems.
+    for name in ("harbour_0001_5.png.part", f"{stem}.png.part", f"{stem}.json.part"):
+        os.symlink(victim, folder / name)
+    save()
+    assert fresh_writer.flush(60) and not fresh_writer.failures()
+    assert victim.read_text() == "keep me"
+    assert (folder / f"{stem}.png").is_file() and not (folder / f"{stem}.png").is_symlink()
+    # Even a link at the exact temp name (were it guessed) is refused, not followed.
+    monkeypatch.setattr(saving.secrets, "token_hex", lambda n: "deadbeef")
+    os.symlink(victim, folder / f".{stem}.png.deadbeef.part")
+    save()
+    assert fresh_writer.flush(60)
+    assert any("File exists" in f for f in fresh_writer.failures())
+    assert victim.read_text() == "keep me"
 
 
 def test_secret_looking_extra_pnginfo_and_disabled_metadata_stay_out_of_the_file(
@@ -116,9 +166,9 @@ def test_secret_looking_extra_pnginfo_and_disabled_metadata_stay_out_of_the_file
     save(name="b")
     assert fresh_writer.flush(60)
     folder = comfy_dirs.output / "lookbook" / "harbour"
-    assert "api_key_comfy_org" not in read_png(folder / "a.png")[1]
-    assert b"sk-123" not in (folder / "a.png").read_bytes()
-    assert set(read_png(folder / "b.png")[1]) == {"parameters", "seed", "score"}
+    assert "api_key_comfy_org" not in read_png(folder / f"a.{PID}.png")[1]
+    assert b"sk-123" not in (folder / f"a.{PID}.png").read_bytes()
+    assert set(read_png(folder / f"b.{PID}.png")[1]) == {"parameters", "seed", "score"}
 
 
 ATTACKS = [
@@ -167,8 +217,8 @@ def test_the_node_returns_before_the_image_is_encoded(
 
     monkeypatch.setattr(saving, "write_job", held)
     out = save(name="later")  # returns although the writer cannot write yet
-    target = comfy_dirs.output / "lookbook" / "harbour" / "later.png"
-    assert out.ui["images"][0]["filename"] == "later.png" and not target.exists()
+    target = comfy_dirs.output / "lookbook" / "harbour" / f"later.{PID}.png"
+    assert out.ui["images"][0]["filename"] == target.name and not target.exists()
     release.set()
     assert fresh_writer.flush(60)
     assert target.exists() and not list(target.parent.glob("*.part"))
@@ -210,7 +260,7 @@ def test_a_failed_write_is_reported_by_the_next_save(
         save(pack="other")
     message = str(caught.value)
     assert message.startswith("CharpackSavePack: an earlier image could not be written: ")
-    assert "lookbook/harbour/harbour_0001_5.png" in message and "free disk space" in message
+    assert f"lookbook/harbour/harbour_0001_5.{PID}.png" in message and "free disk space" in message
     save(pack="other")  # reported once; the saver works again
     assert fresh_writer.flush(60)
 

@@ -143,7 +143,9 @@ def test_every_stage_node_runs_chained_then_scores_and_saves(
         assert float(picture.info["score"]) == pytest.approx(score, abs=1e-6)
     meta = json.loads(sidecar.path.read_text())
     assert meta["sha256"] == png.sha256 and meta["size"] == png.size and meta["seed"] == seed
-    assert (comfy_server.output_dir / "nodes" / "stages" / f"{Path(face).stem}.png").is_file()
+    assert meta["prompt_id"] == result.prompt_id  # the saver names the prompt that made it
+    saved = f"{Path(face).stem}.{result.prompt_id}.png"
+    assert (comfy_server.output_dir / "nodes" / "stages" / saved).is_file()
 
 
 def test_an_unknown_checkpoint_is_refused_before_anything_runs_with_the_choices(
@@ -183,7 +185,7 @@ def test_a_reference_without_a_face_fails_with_the_fix(client: ComfyClient, tmp_
     assert "use a clear, well-lit photo of the character's face" in result.failure.message
 
 
-def test_a_generated_image_without_a_face_scores_zero_and_is_still_saved(
+def test_a_generated_image_without_a_face_is_no_face_not_a_score_and_is_still_saved(
     client: ComfyClient, tmp_path: Path
 ) -> None:
     face = client.upload_image(fresh_picture(AVA_FRONT, tmp_path)).image_value
@@ -200,7 +202,7 @@ def test_a_generated_image_without_a_face_scores_zero_and_is_still_saved(
             "parameters": "", "compress_level": 1, "score": ["score", 1]}},
     }  # fmt: skip
     result = run(client, graph).raise_for_status()
-    assert result.ui["score"]["scores"] == (0.0,)
+    assert result.ui["score"]["scores"] == (None,) and result.ui["score"]["faces"] == (False,)
     assert result.ui["score"]["warnings"][0].startswith("no face found in image 1 of 1")
     (png,) = [r for r in result.outputs if r.key == "images"]
     assert client.download(png, tmp_path / "noface.png").size > 0

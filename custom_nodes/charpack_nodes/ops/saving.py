@@ -4,9 +4,13 @@ Why: core ``SaveImage`` converts and PNG-encodes on the execution thread, so a 3
 costs the GPU seconds of idle time per job (``bench/SAVE.md``). Here the node hands a
 :class:`SaveJob` (the image tensor or array, paths, metadata) to one lazily started daemon
 thread and returns at once. The thread converts to 8 bit, encodes (``png.encode_png``), hashes,
-writes ``<stem>.png.part`` and renames it into place (a reader never sees half a file), then
-writes the ``<stem>.json`` sidecar the same way. A client that reads ``/history`` before the
-rename gets a 404 from ``/view`` for a moment; the orchestrator's download retries 404s briefly.
+writes the PNG under a temporary name and renames it into place (a reader never sees half a
+file), then writes the ``<stem>.json`` sidecar the same way, LAST: a sidecar that names the
+prompt proves its image is complete and is that prompt's. A client that reads ``/history``
+before the renames gets a 404 from ``/view`` for a moment and waits it out.
+
+Temporary files are ``.<file>.<8 hex>.part``, opened with ``O_CREAT | O_EXCL | O_NOFOLLOW``: a
+name nobody can predict, and a symlink or file planted there is never followed or truncated.
 
 Bounded: at most ``MAX_PENDING`` images wait; a further submit blocks (backpressure) so memory
 stays flat when the disk is slow. A write that fails is logged and reported by the next submit
@@ -22,6 +26,7 @@ import json
 import logging
 import os
 import queue
+import secrets
 import threading
 import time
 from dataclasses import dataclass, field
@@ -86,11 +91,23 @@ def write_job(job: SaveJob) -> Written:
     return Written(job.paths.png, job.paths.sidecar, digest, len(data), encode_s)
 
 
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+_CREATE |= getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+
+
+def part_name(path: str) -> str:
+    """A fresh temporary name beside ``path``: ``.<name>.<8 hex>.part``."""
+    folder, name = os.path.split(path)
+    return os.path.join(folder, f".{name}.{secrets.token_hex(4)}.part")
+
+
 def _atomic_write(path: str, data: bytes) -> None:
-    part = path + ".part"
+    part = part_name(path)
+    fd = os.open(part, _CREATE, 0o644)  # never follows or reuses what is already there
     try:
-        with open(part, "wb") as handle:
+        with os.fdopen(fd, "wb") as handle:
             handle.write(data)
+        # rename replaces a symlink at ``path`` itself; it never writes through one
         os.replace(part, path)
     except BaseException:
         try:
