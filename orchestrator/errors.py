@@ -135,3 +135,14 @@ class PackFolderBusy(PackFolderError):
 
 class DiskFull(PackFolderError):
     """The disk holding the pack folder is full; the run stops and nothing is regenerated."""
+
+
+class PromptNotTaken(ServerUnavailable):
+    """The server answered 5xx to ``POST /prompt`` and its history and queue say the prompt was
+    not queued: not a lost prompt (nothing ran), but a server that refuses work for now."""
+
+    def __init__(self, message: str, *, status: int, body: str, since: float) -> None:
+        self.status = status
+        self.body = body  # redacted excerpt of the last answer
+        self.since = since  # time.monotonic() of the first 5xx of this submit
+        super().__init__(message)

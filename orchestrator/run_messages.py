@@ -13,6 +13,7 @@ from typing import Any
 
 from .client_results import JobResult
 from .manifest import FileRecord
+from .run_rules import NoFace
 
 # -- commands from the runner ------------------------------------------------------------------
 
@@ -122,7 +123,7 @@ class Finished:
     prompt_id: str
     result: JobResult | None = None
     lost: str | None = None
-    score: float | None = None
+    score: float | NoFace | None = None
     files: list[FileRecord] = field(default_factory=list)
     refused: str | None = None
     disk_full: str | None = None

@@ -3,29 +3,76 @@
 Owns :class:`Ending` (how an attempt ended), :class:`Decision` (what happens to its job next)
 and the budgets, counted per job from its ``budget_from`` attempt on:
 
-- ``identity.max_attempts`` scored attempts; below ``identity.threshold`` the job is retried with
-  a new seed, and when every attempt scored below it the best one becomes the job's image
-  (status ``below_threshold``; the files stay in ``rejected/``);
-- ``max_retries`` execution errors after the first, each retried with a new seed;
+- ``identity.max_attempts`` scored attempts; below ``identity.threshold``, or with no face found
+  in the image (:data:`NO_FACE`: another seed may show one), the job is retried with a new seed,
+  and when every attempt was rejected the best one becomes the job's image (status
+  ``below_threshold``; the files stay in ``rejected/``);
+- ``max_retries`` execution errors after the first, each retried with a new seed — but only
+  errors a new seed may change: one that the same graph raises whatever its seed (a face
+  reference without a face, a missing model, a name the saver refuses, an input out of range;
+  :func:`seed_cannot_fix`) fails the job at once, with the fix in its message;
 - :data:`LOST_LIMIT` lost prompts, each retried with the same seed (nothing was wrong with it),
   so a job that crashes its server is not retried forever.
 
-Pure functions over manifest entries; :class:`~orchestrator.run_state.PackState` stores them.
+Server text in an error is redacted here (:func:`~orchestrator.auth.redact`) before it reaches
+the manifest or any message. Pure functions over manifest entries;
+:class:`~orchestrator.run_state.PackState` stores them.
 """
 
 from __future__ import annotations
 
+import enum
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Final, Literal
 
-from .client_results import JobResult
+from .auth import redact
+from .client_results import JobResult, NodeFailure
 from .errors import ExecutionFailed
 from .manifest import Attempt, FileRecord, JobEntry
 from .packfile import IdentityGate
 from .run_events import PromptTimes
 
 LOST_LIMIT = 5
+
+
+class NoFace(enum.Enum):
+    """The identity node found no face in the image: a result of its own, not a 0.0 score."""
+
+    NO_FACE = "no_face"
+
+
+NO_FACE: Final = NoFace.NO_FACE
+Score = float | NoFace | None  # an identity result: a score, no face, or no identity node
+
+
+# Execution errors a new seed cannot change: the same graph fails the same way on every seed.
+# (what the error says, the fix); matched against "<node type> <exception type>: <message>".
+_SEED_CANNOT_FIX: tuple[tuple[re.Pattern[str], str], ...] = (
+    (
+        re.compile(r"(?i)no face (detected|found in (the )?reference)"),
+        "a face reference has no face the face detector can find; use a clear, well-lit photo "
+        "where the face is large and unobstructed (character.face_references)",
+    ),
+    (
+        re.compile(r"^CharpackSavePack "),
+        "the pack saver refused its file name or could not write it; fix the pack or scene "
+        "name (charpack validate checks them) or free space in the server's output folder",
+    ),
+    (
+        re.compile(
+            r"(?i)(FileNotFoundError|model not found|Missing \w+ model|could not detect model "
+            r"type|not found in .*models|no such file)"
+        ),
+        "a model file is missing or is not the kind the node loads; put the right file on the "
+        "server (charpack preflight lists every model a pack needs)",
+    ),
+    (
+        re.compile(r"(?i)(out of range|must be (between|at most|at least|positive))"),
+        "an input is out of the node's range; fix the value in the pack (charpack validate)",
+    ),
+)
 
 Action = Literal["done", "below_threshold", "failed", "retry", "requeue", "ignored"]
 
@@ -45,6 +92,8 @@ class Ending:
 
     status: Literal["success", "error", "lost"]
     score: float | None = None
+    face: bool | None = None  # False: the identity node found no face (score is None then)
+    fix: str | None = None  # an error no seed can change: what to fix (the job is not retried)
     files: list[FileRecord] = field(default_factory=list)
     error: str | None = None
     started_at: float | None = None
@@ -58,20 +107,27 @@ class Ending:
         cls,
         result: JobResult,
         *,
-        score: float | None,
+        score: Score,
         files: list[FileRecord],
         times: PromptTimes,
         submitted_at: float | None,
     ) -> Ending:
-        """The ending of a prompt the server finished (its files already downloaded)."""
+        """The ending of a prompt the server finished (its files already downloaded).
+
+        ``score`` is :func:`~orchestrator.run_files.score_of`'s: a score, :data:`NO_FACE` or
+        None (no identity node).
+        """
         started = result.started_ms / 1000 if result.started_ms else None
         wait = times.queue_wait_s
         if wait is None and started is not None and submitted_at is not None:
             # No websocket events: the server's start time against our submit time.
             wait = max(0.0, started - submitted_at)
+        no_face = isinstance(score, NoFace)
         return cls(
             "success" if result.ok else "error",
-            score=score,
+            score=None if isinstance(score, NoFace) else score,
+            face=False if no_face else (True if score is not None else None),
+            fix=None if result.ok else seed_cannot_fix(result.failure),
             files=files,
             error=None if result.ok else _failure(result),
             started_at=started,
@@ -86,13 +142,27 @@ def _failure(result: JobResult) -> str:
     try:
         result.raise_for_status()
     except ExecutionFailed as exc:  # its message names the node and what it raised
-        return str(exc)
+        return redact(str(exc))  # the server's text: it may quote our Authorization header
     return "execution failed"
 
 
-def below(gate: IdentityGate, score: float | None) -> bool:
-    """True when the identity gate rejects ``score`` (no score, or no gate: accepted)."""
-    return gate.enabled and score is not None and score < gate.threshold
+def seed_cannot_fix(failure: NodeFailure | None) -> str | None:
+    """The fix for an execution error that every seed would hit again, else None (retry)."""
+    if failure is None:
+        return None
+    said = f"{failure.node_type or '?'} {failure.exception_type or '?'}: {failure.message}"
+    for pattern, fix in _SEED_CANNOT_FIX:
+        if pattern.search(said):
+            return fix
+    return None
+
+
+def below(gate: IdentityGate, score: Score) -> bool:
+    """True when the identity gate rejects ``score``: below the threshold, or no face found
+    (no score, or no gate: accepted)."""
+    if not gate.enabled:
+        return False
+    return isinstance(score, NoFace) or (score is not None and score < gate.threshold)
 
 
 def budget(entry: JobEntry) -> list[Attempt]:
@@ -123,23 +193,37 @@ def judge(
     if ending.status == "error":
         attempt["status"] = "error"
         message = ending.error or "execution failed"
+        if ending.fix is not None:
+            attempt["error"] = message = (
+                f"{message} — not retried, no seed changes this: {ending.fix}"
+            )
+            return Decision("failed", message=message)
         errors = sum(a.get("status") == "error" for a in budget(entry))
         if errors > max_retries:
             return Decision("failed", message=message)
         return Decision("retry", seed=next_seed(), message=message)
-    if not below(gate, ending.score):
+    if ending.face is not None:
+        attempt["face"] = ending.face
+    score = NO_FACE if ending.face is False else ending.score
+    if not below(gate, score):
         attempt["status"] = "success"
         return Decision("done")
     attempt["status"] = "below_threshold"
     scored = [a for a in budget(entry) if a.get("status") in ("success", "below_threshold")]
     if len(scored) < gate.max_attempts:
-        return Decision(
-            "retry",
-            seed=next_seed(),
-            message=f"identity score {ending.score:.3f} is below {gate.threshold:g}",
+        why = (
+            "no face found in the image"
+            if ending.score is None
+            else f"identity score {ending.score:.3f} is below {gate.threshold:g}"
         )
+        return Decision("retry", seed=next_seed(), message=why)
+    faceless = sum(a.get("face") is False for a in scored)
+    if faceless == len(scored):
+        return Decision("below_threshold", message=f"no face found in any of {faceless} attempts")
+    also = f" ({faceless} with no face found)" if faceless else ""
     return Decision(
-        "below_threshold", message=f"all {len(scored)} attempts scored below {gate.threshold:g}"
+        "below_threshold",
+        message=f"all {len(scored)} attempts scored below {gate.threshold:g}{also}",
     )
 
 
@@ -158,7 +242,8 @@ def settle(entry: JobEntry, decision: Decision) -> None:
         )
     elif decision.action == "below_threshold":
         rejected = [a for a in budget(entry) if a.get("status") == "below_threshold"]
-        best = max(rejected, key=lambda a: a.get("score") or 0.0)
+        # A scored attempt beats one with no face found, whatever its score.
+        best = max(rejected, key=lambda a: (a.get("score") is not None, a.get("score") or 0.0))
         entry.update(
             {
                 "status": "below_threshold",

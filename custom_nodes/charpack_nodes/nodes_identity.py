@@ -4,11 +4,13 @@ The score is the ArcFace cosine similarity (InsightFace on ONNX Runtime, ``ops/i
 between the mean embedding of the reference face(s) and the largest face of each image: about
 1.0 for the same photo, typically well above 0.5 for the same person, near 0 for strangers. The
 node returns the lowest score of the batch as a FLOAT and lists every score in its UI output, so
-a client reads them from ``/history`` (``{"scores": [...], "warnings": [...]}``).
+a client reads them from ``/history`` (``{"scores": [...], "faces": [...], "warnings": [...]}``).
 
 A reference without a face stops the prompt (nothing sensible can be scored). A generated image
-without a face scores 0.0 with a warning in the log and in the UI output: the image is still
-passed on (and saved), and the orchestrator's identity gate retries that job with a new seed.
+without a face is its own result, not a score: ``null`` in ``scores``, ``false`` in ``faces``
+and a warning in the log and the UI output (the FLOAT output, which must be a number, counts it
+as 0.0). The image is still passed on (and saved), and the orchestrator's identity gate retries
+that job with a new seed, which may show the face.
 """
 
 from __future__ import annotations
@@ -97,11 +99,17 @@ class CharpackIdentityScore(io.ComfyNode):
         for index, score in enumerate(scores, start=1):
             if score is None:
                 message = (
-                    f"no face found in image {index} of {len(scores)}; scored 0.0 so an "
+                    f"no face found in image {index} of {len(scores)}; no score, so an "
                     "identity gate retries it with another seed"
                 )
                 log.warning("%s: %s", NODE, message)
                 warnings.append(message)
-        values = [0.0 if s is None else round(s, 6) for s in scores]
-        ui = {"scores": values, "warnings": warnings, "model_pack": [model_pack]}
-        return io.NodeOutput(images, min(values), ui=ui)
+        values = [None if s is None else round(s, 6) for s in scores]
+        ui = {
+            "scores": values,
+            "faces": [s is not None for s in scores],
+            "warnings": warnings,
+            "model_pack": [model_pack],
+        }
+        lowest = min(0.0 if s is None else s for s in values)
+        return io.NodeOutput(images, lowest, ui=ui)
