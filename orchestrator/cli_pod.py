@@ -66,17 +66,31 @@ def up(
         Optional[str],  # noqa: UP045 - typer needs Optional on 3.10
         typer.Option("--volume-id", help="Network volume id (or CHARPACK_RUNPOD_VOLUME_ID)."),
     ] = None,
+    civitai_version: Annotated[
+        Optional[list[str]],  # noqa: UP045
+        typer.Option(
+            "--civitai-version",
+            metavar="KEY=VERSION_ID",
+            help="The CivitAI version of a CivitAI model entry, e.g. biglove_xl=1744439 "
+            "(repeatable; or CHARPACK_CIVITAI_VERSIONS). Provisioning verifies the download "
+            "against the SHA256 CivitAI lists for it.",
+        ),
+    ] = None,
     record_hashes: Annotated[
         bool,
         typer.Option(
             "--record-hashes",
-            help="Let provisioning download models without a "
-            "published sha256 and record theirs (trust on first use).",
+            help="Let provisioning download entries you added to the manifest without a "
+            "sha256 and record theirs (trust on first use). The shipped entries need none.",
         ),
     ] = False,
     repo_ref: Annotated[
         Optional[str],  # noqa: UP045
-        typer.Option("--ref", help="charpack git ref the pod runs (default: manifest)."),
+        typer.Option(
+            "--ref",
+            help="charpack git ref the pod runs (default: this client's version, so the pod's "
+            "nodes match it; preflight refuses a pod at another one).",
+        ),
     ] = None,
     timeout: Annotated[
         float,
@@ -96,6 +110,7 @@ def up(
             network_volume_id=volume_id,
             repo_ref=repo_ref,
             provision_args=("--record-hashes",) if record_hashes else (),
+            civitai_versions=tuple(civitai_version or ()),
         )
         api_key = api_key_from_env()
         token = comfy_token_from_env()

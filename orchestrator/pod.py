@@ -9,8 +9,11 @@ Public API (used by ``charpack pod`` and ``charpack run --pod``):
 - `pod_status` — what exists under that name; `pod_session` — up for a block, then stopped.
 
 The pod starts by cloning the charpack repo onto the volume (first time only) and running
-``runpod/start.sh``: provisioning (idempotent) then nginx + ComfyUI. Secrets travel as the pod's
-environment (RunPod stores it with the pod) and are never printed.
+``runpod/start.sh``: the checkout moves to ``CHARPACK_REF`` (this client's version, so the pod's
+node pack is the client's), then provisioning (idempotent) then nginx + ComfyUI. A pod created
+at another version (or with other CivitAI choices) is replaced rather than resumed: its
+environment is fixed at creation, and everything it provisioned lives on the network volume.
+Secrets travel as the pod's environment (RunPod stores it with the pod) and are never printed.
 """
 
 from __future__ import annotations
@@ -23,11 +26,14 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
-from .auth import register_secret
-from .errors import PodError
+from . import pod_version
+from .auth import ServerConfig, register_secret
+from .client import ComfyClient
+from .errors import AuthError, PodError, ServerUnavailable
 from .pod_api import PodRequest, RunPodApi, api_key_from_env
 from .pod_health import provision_failures, proxy_url, wait_healthy
 from .pod_spec import (
+    CIVITAI_VERSIONS_ENV,
     DEFAULT_NAME,
     PASSED_SECRETS,
     POD_TOKEN_ENV,
@@ -91,11 +97,45 @@ def _pod_env(spec: PodSpec, token: str) -> dict[str, str]:
     }
     if spec.provision_args:
         env["CHARPACK_PROVISION_ARGS"] = " ".join(spec.provision_args)
+    if spec.civitai_versions:
+        env[CIVITAI_VERSIONS_ENV] = _civitai_text(spec.civitai_versions)
     for name in PASSED_SECRETS:
         if value := os.environ.get(name, "").strip():
             register_secret(value)
             env[name] = value
     return env
+
+
+def _civitai_text(versions: tuple[tuple[str, int], ...]) -> str:
+    return ",".join(f"{key}={version}" for key, version in versions)
+
+
+def _env_of(pod: Mapping[str, Any]) -> dict[str, str]:
+    """A pod's environment as RunPod reports it (``["KEY=value", ...]``; {} when not given)."""
+    out: dict[str, str] = {}
+    for item in pod.get("env") or []:
+        if isinstance(item, str) and "=" in item:
+            key, _, value = item.partition("=")
+            out[key] = value
+        elif isinstance(item, dict) and "key" in item:
+            out[str(item["key"])] = str(item.get("value", ""))
+    return out
+
+
+def _outdated(pod: Mapping[str, Any], spec: PodSpec) -> str | None:
+    """Why ``pod`` cannot serve ``spec`` as it is (None when it can, or when RunPod does not
+    show its environment): another charpack ref, or other CivitAI versions than asked for."""
+    env = _env_of(pod)
+    if not env:
+        return None
+    ref = env.get("CHARPACK_REF", "")
+    if ref != spec.repo_ref:
+        return f"it runs charpack {ref or 'main'}, this client is {spec.repo_ref}"
+    wanted = _civitai_text(spec.civitai_versions)
+    if spec.civitai_versions and env.get(CIVITAI_VERSIONS_ENV, "") != wanted:
+        had = env.get(CIVITAI_VERSIONS_ENV) or "none"
+        return f"its CivitAI versions are {had}, not {wanted}"
+    return None
 
 
 def _create(api: RunPodApi, spec: PodSpec, token: str) -> str:
@@ -145,6 +185,19 @@ def ensure_pod_up(
     say = on_progress or (lambda _msg: None)
     api = RunPodApi(api_key=api_key)
     mine = [p for p in api.pods() if p.get("name") == spec.name]
+    for pod in list(mine):
+        if why := _outdated(pod, spec):
+            # A pod's environment is fixed when it is created; the volume keeps the rest.
+            say(f"replacing pod {pod['id']}: {why} (the network volume keeps models and outputs)")
+            api.terminate(str(pod["id"]))
+            mine.remove(pod)
+    kept = _env_of(mine[0]) if mine else {}
+    for key, model in spec.civitai_unchosen():
+        if not kept.get(CIVITAI_VERSIONS_ENV):
+            say(
+                f"{key}: no CivitAI version chosen; choose one on https://civitai.com/models/"
+                f"{model} and pass charpack pod up --civitai-version {key}=<versionId>"
+            )
     running = [p for p in mine if p.get("desiredStatus") == "RUNNING"]
     if running:
         pod_id = str(running[0]["id"])
@@ -166,10 +219,27 @@ def ensure_pod_up(
     say(f"waiting for ComfyUI at {info.url}")
     wait_healthy(url=info.url, token=comfy_token, deadline=deadline, on_progress=say, poll_s=poll_s)
     pod = api.pod(pod_id) or {"id": pod_id, "name": spec.name}
-    return replace(
-        _info(pod, spec.public_port),
-        healthy=True,
-        provision_failures=tuple(provision_failures(url=info.url, token=comfy_token)),
+    failures = provision_failures(url=info.url, token=comfy_token)
+    if problem := _version_problem(info.server(token=comfy_token), spec):
+        failures.append(problem)
+    return replace(_info(pod, spec.public_port), healthy=True, provision_failures=tuple(failures))
+
+
+def _version_problem(config: ServerConfig, spec: PodSpec) -> str | None:
+    """A line when the pod's charpack nodes are not this client's (e.g. the ref could not be
+    fetched on the pod: a commit that was never pushed)."""
+    try:
+        with ComfyClient(config=config, attempts=2) as client:
+            theirs = pod_version.server_version(client)
+    except (ServerUnavailable, AuthError):
+        return None  # ComfyUI answered the health probe; preflight checks again before a run
+    ours = pod_version.client_version()
+    if theirs is not None and theirs.matches(ours):
+        return None
+    problem, fix = pod_version.mismatch_message(theirs, ours)
+    return (
+        f"charpack nodes: {problem}; the pod could not check out {spec.repo_ref} (is that "
+        f"commit pushed to {spec.repo_url}? see /workspace/logs/start.log) (fix: {fix})"
     )
 
 

@@ -1,8 +1,10 @@
 """What a charpack pod is: its settings from runpod/manifest.toml, its token, its description.
 
 Owns `PodSpec` (what `charpack pod up` creates, read from the manifest's ``[pod]``,
-``[layout]`` and ``[charpack]`` tables plus options), `PodInfo` (one pod as charpack reports
-it) and the ComfyUI token rule shared with ``runpod/start.py``. No network I/O here.
+``[layout]`` and ``[charpack]`` tables plus options: the charpack ref is this client's version,
+see `orchestrator.pod_version`; the CivitAI versions the user chose for the manifest's CivitAI
+entries), `PodInfo` (one pod as charpack reports it) and the ComfyUI token rule shared with
+``runpod/start.py``. No network I/O here.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import pod_version
 from .auth import ServerConfig, register_secret
 from .errors import PodError
 
@@ -28,6 +31,9 @@ POD_TOKEN_ENV = "CHARPACK_COMFY_TOKEN"  # its name inside the pod (start.py); ac
 VOLUME_ENV = "CHARPACK_RUNPOD_VOLUME_ID"
 MANIFEST_ENV = "CHARPACK_POD_MANIFEST"
 PASSED_SECRETS = ("CIVITAI_TOKEN", "HF_TOKEN")  # forwarded so the pod can download models
+# The CivitAI versions chosen ("biglove_xl=1744439,..."): the pod's provisioning reads the same
+# variable (runpod/provision.py); on the client it stands in for --civitai-version.
+CIVITAI_VERSIONS_ENV = "CHARPACK_CIVITAI_VERSIONS"
 TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{32,256}$")  # the same rule as runpod/start.py
 DEFAULT_NAME = "charpack"
 
@@ -47,6 +53,14 @@ class PodSpec:
     repo_ref: str
     network_volume_id: str = ""
     provision_args: tuple[str, ...] = ()
+    # The manifest's CivitAI entries: (key, CivitAI model id); and the versions chosen for them
+    # (--civitai-version, CHARPACK_CIVITAI_VERSIONS or the manifest's civitai_version).
+    civitai_entries: tuple[tuple[str, int], ...] = ()
+    civitai_versions: tuple[tuple[str, int], ...] = ()
+
+    def civitai_unchosen(self) -> list[tuple[str, int]]:
+        chosen = {key for key, _ in self.civitai_versions}
+        return [(key, model) for key, model in self.civitai_entries if key not in chosen]
 
 
 @dataclass(frozen=True)
@@ -97,11 +111,15 @@ def load_pod_spec(
     repo_url: str | None = None,
     repo_ref: str | None = None,
     provision_args: tuple[str, ...] = (),
+    civitai_versions: tuple[str, ...] = (),
 ) -> PodSpec:
+    """The pod to create. ``repo_ref`` (default: this client's version, `client_version().ref`)
+    is the charpack the pod runs; ``civitai_versions`` holds ``KEY=VERSION_ID`` choices."""
     path = manifest_path or default_manifest_path()
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
         pod, layout, repo = raw["pod"], raw["layout"], raw.get("charpack", {})
+        entries, chosen = _civitai(raw, civitai_versions)
         return PodSpec(
             name=name,
             image=str(pod["image"]),
@@ -113,9 +131,11 @@ def load_pod_spec(
             public_port=int(pod.get("public_port", 8188)),
             repo_dir=str(layout["repo_dir"]),
             repo_url=repo_url or str(repo["repo"]),
-            repo_ref=repo_ref or str(repo.get("ref", "main")),
+            repo_ref=repo_ref or pod_version.client_version().ref,
             network_volume_id=(network_volume_id or os.environ.get(VOLUME_ENV, "")).strip(),
             provision_args=provision_args,
+            civitai_entries=entries,
+            civitai_versions=chosen,
         )
     except FileNotFoundError:
         raise PodError(
@@ -126,6 +146,40 @@ def load_pod_spec(
         raise PodError(
             f"{path}: the [pod]/[layout]/[charpack] tables are unusable ({exc})"
         ) from None
+
+
+def _civitai(
+    raw: Mapping[str, Any], given: tuple[str, ...]
+) -> tuple[tuple[tuple[str, int], ...], tuple[tuple[str, int], ...]]:
+    """The manifest's CivitAI entries and the versions chosen for them, options first, then
+    ``$CHARPACK_CIVITAI_VERSIONS``, then the manifest's own ``civitai_version``."""
+    models = raw.get("models", {})
+    entries = {
+        str(key): int(m["civitai_model"])
+        for key, m in models.items()
+        if isinstance(m, dict) and isinstance(m.get("civitai_model"), int)
+    }
+    chosen = {
+        key: int(models[key]["civitai_version"])
+        for key in entries
+        if isinstance(models[key].get("civitai_version"), int)
+    }
+    env = [p for p in os.environ.get(CIVITAI_VERSIONS_ENV, "").split(",") if p.strip()]
+    for source, items in ((f"${CIVITAI_VERSIONS_ENV}", env), ("--civitai-version", list(given))):
+        for item in items:
+            key, sep, value = (part.strip() for part in item.partition("="))
+            if not sep or not value.isdigit() or int(value) <= 0:
+                raise PodError(
+                    f"{source} {item.strip()!r}: expected KEY=VERSION_ID with the numeric "
+                    "CivitAI version id, e.g. biglove_xl=1744439"
+                )
+            if key not in entries:
+                raise PodError(
+                    f"{source} {item.strip()!r}: {key!r} is not a CivitAI entry of "
+                    f"runpod/manifest.toml (CivitAI entries: {', '.join(entries) or 'none'})"
+                )
+            chosen[key] = int(value)
+    return tuple(entries.items()), tuple(sorted(chosen.items()))
 
 
 def comfy_token_from_env(env: Mapping[str, str] | None = None) -> str:

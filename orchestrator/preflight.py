@@ -2,7 +2,9 @@
 is spent?
 
 Owns the comparison of what a pack's workflows need with what one live server has: that it
-answers (with our credentials), its ComfyUI version against the pinned one, every node type
+answers (with our credentials), its ComfyUI version against the pinned one, its charpack nodes'
+version against this client's (``GET /charpack/version``: another version is an error, since
+the workflows this client builds are made for its own nodes), every node type
 (from ``/object_info``), every model file a loader names (the loader's file list in
 ``/object_info``) and every file a loader finds by name on its own (the FaceID loader's
 IP-Adapter, LoRA and CLIP vision files, via ``/models/<folder>``), the InsightFace model packs
@@ -26,6 +28,7 @@ from typing import Any, Literal
 
 from charpack_nodes.pipelines import catalog
 
+from . import pod_version
 from .client import ComfyClient
 from .client_rejections import LOADER_FOLDERS
 from .errors import AuthError, MissingOnServer, ServerUnavailable
@@ -174,9 +177,32 @@ def preflight(
         except MissingOnServer:
             return None
 
+    _check_charpack_version(client, raw_info, report)
     info = ObjectInfo(raw_info, source=f"the /object_info of {client.config.label}")
     check_jobs(jobs, info=info, lister=lister, provisioning=provisioning, report=report)
     return report
+
+
+def _check_charpack_version(
+    client: ComfyClient, raw_info: dict[str, Any], report: PreflightReport
+) -> None:
+    ours = pod_version.client_version()
+    try:
+        theirs = pod_version.server_version(client)
+    except (ServerUnavailable, AuthError) as exc:
+        problem = f"could not read {pod_version.VERSION_ROUTE}: {exc}"
+        report.findings.append(
+            Finding("warning", "version", "charpack nodes", problem, "run preflight again")
+        )
+        return
+    ours_loaded = any(getattr(catalog.get(ct), "pack", None) == catalog.CHARPACK for ct in raw_info)
+    if theirs is None and not ours_loaded:
+        return  # no charpack nodes at all: the node check names them with the fix
+    if theirs is not None and theirs.matches(ours):
+        return
+    problem, fix = pod_version.mismatch_message(theirs, ours)
+    subject = f"charpack nodes {theirs or 'of unknown version'}"
+    report.findings.append(Finding("error", "version", subject, problem, fix))
 
 
 def check_jobs(

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from orchestrator import cli_pod
+from orchestrator import cli_pod, pod_version
 from orchestrator.auth import ServerConfig
 from orchestrator.client import ComfyClient
 from orchestrator.client_results import JobStatus
@@ -27,6 +27,7 @@ from orchestrator.client_socket import EventStream
 from orchestrator.client_wait import wait_done
 from orchestrator.errors import AuthError, PodError
 from orchestrator.pod import PodInfo, load_pod_spec, pod_session
+from orchestrator.pod_version import CharpackVersion
 from tests.support.graphs import fresh, invert_graph
 
 from .fake_runpod import FakeRunPod
@@ -303,3 +304,78 @@ def test_loading_the_sdk_leaves_the_logging_levels_alone():
         cwd=Path(__file__).resolve().parents[2],
     ).stdout
     assert out.strip() == str(logging.DEBUG)
+
+
+# -- the pod runs this client's charpack; CivitAI versions are the user's choice -------------
+
+
+@pytest.mark.nginx
+@pytest.mark.server
+def test_up_pins_the_pod_to_this_clients_version_and_the_chosen_civitai_version(
+    pod_env: FakeRunPod,
+):
+    result = invoke(
+        "up", "--json", "--poll-seconds", "0.05", "--civitai-version", "biglove_xl=1744439"
+    )
+
+    assert result.exit_code == 0, result.output
+    (deploy,) = [c.input for c in pod_env.calls if c.operation == "podFindAndDeployOnDemand"]
+    assert deploy["env"]["CHARPACK_REF"] == pod_version.client_version().ref
+    assert deploy["env"]["CHARPACK_CIVITAI_VERSIONS"] == "biglove_xl=1744439"
+    # The "pod" (the real server behind the proxy) runs this checkout's nodes: nothing to say.
+    assert as_json(result)["pod"]["provision_failures"] == []
+
+
+@pytest.mark.nginx
+@pytest.mark.server
+def test_up_without_a_civitai_version_says_how_in_one_line(pod_env: FakeRunPod):
+    result = invoke("up", "--poll-seconds", "0.05")
+
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if "civitai" in line.lower()]
+    assert lines == [
+        "biglove_xl: no CivitAI version chosen; choose one on "
+        "https://civitai.com/models/897413 and pass charpack pod up --civitai-version "
+        "biglove_xl=<versionId>"
+    ]
+
+
+def test_a_bad_civitai_version_is_refused_before_anything_is_created(fake_runpod: FakeRunPod):
+    result = invoke("up", "--volume-id", "v", "--civitai-version", "biglove=latest")
+    assert result.exit_code == 4
+    assert "'biglove=latest': expected KEY=VERSION_ID" in result.output
+    assert fake_runpod.calls == []
+
+
+@pytest.mark.nginx
+@pytest.mark.server
+def test_a_pod_created_at_another_version_is_replaced_not_resumed(pod_env: FakeRunPod):
+    old = pod_env.add_pod("charpack", "RUNNING")
+    pod_env.pods[old]["env"] = ["CHARPACK_REF=main", "CHARPACK_COMFY_TOKEN=x"]
+
+    result = invoke("up", "--poll-seconds", "0.05")
+
+    assert result.exit_code == 0, result.output
+    ref = pod_version.client_version().ref
+    assert f"replacing pod {old}: it runs charpack main, this client is {ref}" in result.output
+    assert old not in pod_env.pods
+    assert pod_env.ops().count("podFindAndDeployOnDemand") == 1
+    (new,) = pod_env.pods.values()
+    assert f"CHARPACK_REF={ref}" in new["env"]
+
+
+@pytest.mark.nginx
+@pytest.mark.server
+def test_a_pod_whose_nodes_are_not_this_clients_version_is_reported(
+    pod_env: FakeRunPod, monkeypatch: pytest.MonkeyPatch
+):
+    # As when the pod could not fetch the client's commit (never pushed): the real server's
+    # nodes are this checkout's, the client claims another release.
+    monkeypatch.setattr(pod_version, "client_version", lambda: CharpackVersion("0.2.0"))
+
+    result = invoke("up", "--poll-seconds", "0.05")
+
+    assert result.exit_code == 0, result.output
+    assert "provisioning reported 1 problem(s)" in result.output
+    assert "charpack nodes: server runs charpack nodes 0.1.0" in result.output
+    assert "this client is 0.2.0" in result.output and "could not check out v0.2.0" in result.output

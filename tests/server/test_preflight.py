@@ -221,3 +221,66 @@ def test_an_unreachable_server_exits_3_and_says_what_to_check(pack_file: Path) -
     assert out.exit_code == 3
     assert "cannot" in out.output.lower() or "unreachable" in out.output.lower()
     assert "check the URL" in out.output
+
+
+# -- the charpack nodes' version ---------------------------------------------------------------
+
+
+def test_the_server_reports_the_charpack_nodes_it_loaded(client: ComfyClient) -> None:
+    import charpack_nodes
+
+    from orchestrator import pod_version
+
+    # The test server loads custom_nodes/charpack_nodes from this checkout, as a pod loads it
+    # from the checkout provisioning made at the client's version.
+    answer = client.http.json(client.http.request("GET", "/charpack/version"), "version")
+    assert answer["name"] == "charpack" and answer["version"] == charpack_nodes.__version__
+    theirs = pod_version.parse_version(answer)
+    assert theirs is not None and theirs.commit is not None  # a git checkout: the commit too
+    assert theirs.matches(pod_version.client_version())
+    assert "version" not in client.object_info()  # a route: /object_info is the nodes' own
+
+
+def test_a_client_of_another_version_is_refused_with_the_fix(
+    pack_file: Path, client: ComfyClient, comfy_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from orchestrator import pod_version
+
+    server = pod_version.server_version(client)
+    assert server is not None
+    newer = pod_version.CharpackVersion("0.2.0")
+    monkeypatch.setattr(pod_version, "client_version", lambda: newer)
+
+    report = preflight(_jobs(pack_file), client=client, provisioning=load_provisioning())
+
+    (finding,) = [f for f in report.errors if f.check == "version"]
+    assert finding.problem == f"server runs charpack nodes {server}, this client is 0.2.0"
+    assert finding.fix == (
+        "update the pod (charpack pod up re-provisions at 0.2.0) or install "
+        f"charpack=={server.version}"
+    )
+    assert report.exit_code == 2 and len(report.errors) == 1
+    out = runner.invoke(app, ["preflight", str(pack_file), "--server", comfy_server.url])
+    assert out.exit_code == 2, out.output
+    assert "this client is 0.2.0" in out.output and "charpack pod up re-provisions" in out.output
+
+
+def test_the_same_version_at_another_commit_is_refused_too(
+    pack_file: Path, client: ComfyClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from orchestrator import pod_version
+
+    server = pod_version.server_version(client)
+    assert server is not None and server.commit
+    other = pod_version.CharpackVersion(server.version, "0" * 40)
+    monkeypatch.setattr(pod_version, "client_version", lambda: other)
+
+    report = preflight(_jobs(pack_file), client=client, provisioning=load_provisioning())
+
+    (finding,) = report.errors
+    assert finding.problem == (
+        f"server runs charpack nodes {server.version} (commit {server.commit[:12]}), this client "
+        f"is {server.version} (commit 000000000000)"
+    )
+    assert f"install charpack=={server.version} at commit {server.commit}" in finding.fix
+    assert "charpack pod up re-provisions at" in finding.fix
