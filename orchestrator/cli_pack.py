@@ -138,6 +138,10 @@ def _show_report(r: PackReport) -> None:
         console.print(f"\n[bold]identity scores[/] of accepted images: {line}")
         rows = histogram(r.accepted_scores, r.rejected_scores, threshold=h.threshold)
         console.print("\n".join(rows) + "\n█ accepted  ░ below the threshold", highlight=False)
+    if r.no_face_attempts:
+        n = r.no_face_images
+        kept = f", {n} of them accepted (no identity gate)" if n else ""
+        console.print(f"no face found in {r.no_face_attempts} attempt(s){kept}: not scored")
     _show_time_and_cost(r)
     if r.failures:
         failed = Table(title="failed or below the threshold", show_edge=False)

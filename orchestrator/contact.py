@@ -3,7 +3,8 @@
 Owns turning a pack folder's manifest into ``contact-sheet.jpg`` (and ``contact-sheet-2.jpg``
 … when a pack needs more than one page): a header with the pack name, character, date and
 counts, then each scene as a titled band of thumbnails labelled with scene, index, seed and
-identity score (green at or above the pack's threshold, red below). Failed and unfinished jobs
+identity score (green at or above the pack's threshold, red below; "no face" where the identity
+node found no face in the image, which has no score). Failed and unfinished jobs
 get a placeholder tile with their error; rejected attempts can be shown, marked as such.
 
 Memory stays flat however large the pack: only one row of images is open at a time, each
@@ -61,6 +62,7 @@ class Tile:
     score: float | None
     path: Path | None = None
     note: str = ""
+    no_face: bool = False  # the identity node found no face (labelled so, not as a score)
 
 
 @dataclass(frozen=True)
@@ -144,12 +146,15 @@ def collect_tiles(manifest: Manifest, *, include_rejected: bool = False) -> list
             shown.append((str(entry["image"]), entry.get("seed"), entry.get("score")))
         if status == "done" and entry.get("image"):
             shown.append((str(entry["image"]), entry.get("seed"), entry.get("score")))
+        faceless = {
+            a["files"][0]["path"] for a in attempts if a.get("face") is False and a.get("files")
+        }
         for number, (rel, seed, score) in enumerate(shown, start=1):
             path = inside(folder, rel)
             accepted = status == "done" and number == len(shown)
             kind: TileKind = ("image" if accepted else "rejected") if path.is_file() else "missing"
             note = "" if path.is_file() else f"file missing: {rel}"
-            tiles.append(Tile(kind, scene, index, seed, score, path, note))
+            tiles.append(Tile(kind, scene, index, seed, score, path, note, rel in faceless))
         if status == "failed":
             error = entry.get("error") or (attempts[-1].get("error") if attempts else None)
             tiles.append(Tile("failed", scene, index, entry.get("seed"), None, None, str(error)))
@@ -327,14 +332,18 @@ class _Painter:
 
     def _label(self, tile: Tile, x: int, y: int) -> None:
         draw, w = self.draw, self.w
-        name = self._fit(f"#{tile.index:03d} {tile.scene}", self.label, w - 70)  # index survives
+        room = w - (96 if tile.no_face else 70)  # beside the score (or "no face") pill
+        name = self._fit(f"#{tile.index:03d} {tile.scene}", self.label, room)  # index survives
         draw.text((x + 8, y + 6), name, font=self.label, fill=TEXT)
-        seed = self._fit("seed –" if tile.seed is None else f"seed {tile.seed}", self.small, w - 70)
+        seed = self._fit("seed –" if tile.seed is None else f"seed {tile.seed}", self.small, room)
         draw.text((x + 8, y + 26), seed, font=self.small, fill=MUTED)
-        if tile.score is None:
+        if tile.no_face:
+            good, text = False, "no face"
+        elif tile.score is None:
             return
-        good = self.header.threshold is None or tile.score >= self.header.threshold
-        text = f"{tile.score:.2f}"
+        else:
+            good = self.header.threshold is None or tile.score >= self.header.threshold
+            text = f"{tile.score:.2f}"
         left = x + w - 24 - draw.textlength(text, font=self.label)
         draw.rounded_rectangle(
             (left, y + 10, x + w - 8, y + 36), radius=11, fill=GOOD if good else BAD

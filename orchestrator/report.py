@@ -2,9 +2,11 @@
 
 Owns reading a pack folder's facts for the tools around it (header fields, safe relative paths,
 used by :mod:`orchestrator.contact` and :mod:`orchestrator.publish` too) and the report itself:
-images, failures, retries, the identity score distribution, time per image and the estimated
-cost at a price per GPU hour. It reads only the manifest (never the images) and prints nothing;
-the CLI renders :class:`PackReport` (``orchestrator/cli_pack.py``).
+images, failures, retries, the identity score distribution (min, p10, median, mean, p90, max of
+the accepted images; attempts where no face was found are counted apart, never as a 0.0
+score), time per image and the estimated cost at a price per GPU hour. It reads only the
+manifest (never the images) and prints nothing; the CLI renders :class:`PackReport`
+(``orchestrator/cli_pack.py``).
 
 Cost model: a pod is billed while it runs, so the estimate is each server's span from its first
 submission to its last finish, summed over servers, times the hourly price. Time spent before
@@ -96,6 +98,7 @@ class SceneRow:
     pending: int
     attempts: int
     mean_score: float | None
+    no_face: int = 0  # attempts whose image had no face the identity node could find
 
 
 @dataclass(frozen=True)
@@ -121,6 +124,8 @@ class PackReport:
     failures: list[Failure]
     accepted_scores: list[float]  # score of each accepted image
     rejected_scores: list[float]  # score of each attempt below the threshold
+    no_face_attempts: int  # attempts whose image had no face (no score; retried by the gate)
+    no_face_images: int  # accepted images with no face found (only without an identity gate)
     execution_s: list[float]  # server execution time of each attempt that has one
     queue_wait_s: list[float]
     stage_means_s: dict[str, float]
@@ -181,6 +186,7 @@ def build_report(folder: Path, *, price_per_hour: float, price_source: str = "gi
     failures: list[Failure] = []
     accepted: list[float] = []
     rejected: list[float] = []
+    no_face = no_face_images = 0
     execution: list[float] = []
     waits: list[float] = []
     stages: dict[str, list[float]] = defaultdict(list)
@@ -196,12 +202,15 @@ def build_report(folder: Path, *, price_per_hour: float, price_source: str = "gi
         retried += len(tries) > 1
         if job_status == "done" and isinstance(entry.get("score"), (int, float)):
             accepted.append(float(entry["score"]))  # type: ignore[arg-type]
+        elif job_status == "done" and tries and tries[-1].get("face") is False:
+            no_face_images += 1
         if job_status in ("failed", "below_threshold"):
             last = tries[-1].get("error") if tries else None
-            error = entry.get("error") or last or _below(entry.get("score"))
+            error = entry.get("error") or last or _below(entry.get("score"), tries)
             failures.append(Failure(entry["key"], job_status, len(tries), str(error)))
         for attempt in tries:
             attempt_status[str(attempt.get("status", "?"))] += 1
+            no_face += attempt.get("face") is False
             score = attempt.get("score")
             if attempt.get("status") == "below_threshold" and isinstance(score, (int, float)):
                 rejected.append(float(score))
@@ -224,6 +233,8 @@ def build_report(folder: Path, *, price_per_hour: float, price_source: str = "gi
         failures=failures,
         accepted_scores=accepted,
         rejected_scores=rejected,
+        no_face_attempts=no_face,
+        no_face_images=no_face_images,
         execution_s=execution,
         queue_wait_s=waits,
         stage_means_s={k: statistics.fmean(v) for k, v in stages.items()},
@@ -264,22 +275,39 @@ def _scene_row(name: str, entries: list[JobEntry]) -> SceneRow:
         pending=counts["pending"] + counts["submitted"],
         attempts=sum(len(e.get("attempts") or []) for e in entries),
         mean_score=statistics.fmean(scores) if scores else None,
+        no_face=sum(a.get("face") is False for e in entries for a in e.get("attempts") or []),
     )
 
 
 def score_stats(scores: list[float]) -> dict[str, float] | None:
-    """min / median / mean / max of ``scores`` (None when there are none)."""
+    """min / p10 / median / mean / p90 / max of ``scores`` (None when there are none).
+
+    p10 and p90 interpolate between the sorted scores (``statistics.quantiles``, inclusive): the
+    score that 10 % of the images fall below, and 90 %.
+    """
     if not scores:
         return None
+    p10 = p90 = scores[0]
+    if len(scores) > 1:
+        deciles = statistics.quantiles(scores, n=10, method="inclusive")
+        p10, p90 = deciles[0], deciles[-1]
     return {
         "min": min(scores),
+        "p10": p10,
         "median": statistics.median(scores),
         "mean": statistics.fmean(scores),
+        "p90": p90,
         "max": max(scores),
     }
 
 
-def _below(score: Any) -> str:
+def _below(score: Any, attempts: list[Any]) -> str:
+    if (
+        not isinstance(score, (int, float))
+        and attempts
+        and all(a.get("face") is False for a in attempts if a.get("status") == "below_threshold")
+    ):
+        return "no face found in any attempt; one of its images is kept in rejected/"
     best = f"best score {score:.3f}" if isinstance(score, (int, float)) else "no score"
     return f"every attempt scored below the identity threshold ({best}); its image is kept"
 

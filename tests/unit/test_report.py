@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from orchestrator import cli_pack
 from orchestrator.cli_pack import histogram
-from orchestrator.manifest import ManifestError
+from orchestrator.manifest import Manifest, ManifestError
 from orchestrator.report import DEFAULT_PRICE, PRICE_ENV, build_report, price_from_env
 from tests.support.pack_folders import JobSpec, Shot, build, small_pack
 
@@ -110,3 +110,56 @@ def test_cli_rejects_a_malformed_price_in_the_environment(tmp_path: Path) -> Non
 def test_a_folder_without_manifest_says_what_it_expects(tmp_path: Path) -> None:
     with pytest.raises(ManifestError, match="no manifest — is .* a pack folder made by"):
         build_report(tmp_path, price_per_hour=0.69)
+
+
+def _no_face(folder: Path, *keys_attempts: tuple[str, int]) -> None:
+    """Mark these (job, attempt number) as the runner records an image with no face."""
+    manifest = Manifest.load(folder)
+    for key, number in keys_attempts:
+        entry = manifest.job(key)
+        attempt = entry["attempts"][number - 1]
+        attempt.update({"face": False, "score": None})
+        if number == len(entry["attempts"]):
+            entry["score"] = None
+        manifest.put(entry)
+    manifest.save()
+
+
+def test_no_face_is_counted_apart_never_as_a_score(tmp_path: Path) -> None:
+    shots = [Shot(7, None, "below_threshold"), Shot(8, None, "below_threshold")]
+    build(
+        tmp_path,
+        [
+            JobSpec("gym", 1, shots, status="below_threshold"),
+            JobSpec("gym", 2, [Shot(9, None, "below_threshold"), Shot(10, 0.7)]),
+            JobSpec("gym", 3, [Shot(11, 0.5)]),
+        ],
+    )
+    _no_face(tmp_path, ("gym/001", 1), ("gym/001", 2), ("gym/002", 1))
+    r = build_report(tmp_path, price_per_hour=0.69)
+    assert r.no_face_attempts == 3 and r.no_face_images == 0
+    assert r.accepted_scores == [0.7, 0.5] and r.rejected_scores == []  # no 0.0 anywhere
+    (failure,) = r.failures
+    assert failure.key == "gym/001" and "no face found in any attempt" in failure.error
+    assert "0.000" not in failure.error
+    (gym,) = r.scenes
+    assert gym.no_face == 3 and gym.mean_score == pytest.approx(0.6)
+    data = json.loads(runner.invoke(app, ["report", str(tmp_path), "--json"]).output)
+    assert data["no_face_attempts"] == 3 and data["scenes"][0]["no_face"] == 3
+    shown = runner.invoke(app, ["report", str(tmp_path)], env={"COLUMNS": "160"}).output
+    assert "no face found in 3 attempt(s)" in shown and "best score" not in shown
+
+
+def test_identity_stats_give_mean_p10_p90_and_min_of_the_accepted_images(tmp_path: Path) -> None:
+    scores = [0.50, 0.60, 0.70, 0.80, 0.90, 0.95]
+    build(tmp_path, [JobSpec("s", i, [Shot(i, s)]) for i, s in enumerate(scores, start=1)])
+    r = build_report(tmp_path, price_per_hour=0.69)
+    stats = r.to_json()["score_stats"]
+    assert stats["min"] == 0.50 and stats["max"] == 0.95
+    assert stats["mean"] == pytest.approx(sum(scores) / 6)
+    assert stats["p10"] == pytest.approx(0.55) and stats["p90"] == pytest.approx(0.925)
+    one = build_report(build(tmp_path / "one", [JobSpec("s", 1, [Shot(1, 0.8)])]).folder,
+                       price_per_hour=0.69)  # fmt: skip
+    assert one.to_json()["score_stats"]["p10"] == one.to_json()["score_stats"]["p90"] == 0.8
+    shown = runner.invoke(app, ["report", str(tmp_path)], env={"COLUMNS": "160"}).output
+    assert "p10 0.550" in shown and "p90 0.925" in shown and "min 0.500" in shown
