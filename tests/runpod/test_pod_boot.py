@@ -2,7 +2,8 @@
 
 Everything a pod runs is real: start.sh → start.py → provision.py (git checkout of ComfyUI
 0.3.75 from a local bare repository made from the test environment's tree, the shipped
-manifest's model list served from 127.0.0.1 as the tiny test models) → nginx → ComfyUI.
+manifest's model list served from 127.0.0.1 as the tiny test models, the checkpoint as the
+CivitAI version the user chose, from a local CivitAI stand-in) → nginx → ComfyUI.
 Only apt and pip are skipped (no CUDA here): the volume's venv is the CPU test venv.
 """
 
@@ -26,11 +27,14 @@ import tomllib
 from tests.comfy.install import STUBS, ComfyEnv
 
 from .conftest import REPO, Remote, _git, toml_dumps
+from .fake_civitai import FakeCivitai, VersionFile
 from .fixtures_http import FileServer
 from .fixtures_proxy import free_port
 
 pytestmark = [pytest.mark.nginx, pytest.mark.server]
 START_SH = REPO / "runpod" / "start.sh"
+CIVITAI_TOKEN = "civ" + "b7" * 20
+VERSION = 1744439
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +55,8 @@ def comfy_remote(comfy_env: ComfyEnv, tmp_path_factory: pytest.TempPathFactory) 
 def _boot_manifest(
     env: ComfyEnv, remote: Remote, server: FileServer, comfy_port: int
 ) -> dict[str, Any]:
-    """The shipped manifest, pointed at local sources; models = the tiny test models."""
+    """The shipped manifest, pointed at local sources; models = the tiny test models (the
+    CivitAI checkpoint as version VERSION of the CivitAI stand-in on ``server``)."""
     manifest = tomllib.loads((REPO / "runpod" / "manifest.toml").read_text())
     tiny = env.models
     manifest["comfyui"].update(repo=remote.url, commit=remote.commits[0])
@@ -62,6 +67,10 @@ def _boot_manifest(
         rel = f"{model['folder']}/{model['file']}"
         path = tiny / rel
         data = path.read_bytes() if path.exists() else hashlib.sha256(rel.encode()).digest() * 8
+        if "civitai_model" in model:
+            civitai = FakeCivitai(server, CIVITAI_TOKEN)
+            civitai.add_version(VERSION, [VersionFile(model["file"], data)])
+            continue
         model.update(
             url=server.add(f"/{key}", data),
             size=len(data),
@@ -81,13 +90,23 @@ def run_dir() -> Iterator[Path]:
 
 
 def _boot(
-    env: ComfyEnv, volume: Path, manifest: Path, port: int, token: str, run_dir: Path
+    env: ComfyEnv,
+    volume: Path,
+    manifest: Path,
+    port: int,
+    token: str,
+    run_dir: Path,
+    civitai_port: int,
 ) -> subprocess.Popen[bytes]:
     environ = {
         **{k: v for k, v in os.environ.items() if not k.startswith("CHARPACK_")},
         "CHARPACK_COMFY_TOKEN": token,
         "CHARPACK_ROOT": str(volume),
-        "CHARPACK_PROVISION_ARGS": "--skip-apt --skip-pip --retry-wait 0",
+        "CHARPACK_PROVISION_ARGS": "--skip-apt --skip-pip --retry-wait 0 "
+        f"--civitai-api http://127.0.0.1:{civitai_port}",
+        # What `charpack pod up --civitai-version` puts in the pod's environment.
+        "CHARPACK_CIVITAI_VERSIONS": f"biglove_xl={VERSION}",
+        "CIVITAI_TOKEN": CIVITAI_TOKEN,
         "CHARPACK_COMFY_ARGS": f"--cpu --front-end-root {env.front_end_root} "
         "--disable-api-nodes --database-url sqlite:///:memory:",
         "PYTHONPATH": str(STUBS),  # the torchvision import stub, as the CPU test server uses
@@ -155,7 +174,7 @@ def test_an_empty_volume_boots_to_a_token_protected_comfyui_and_reboots_without_
     )
     url = f"http://127.0.0.1:{port}"
 
-    proc = _boot(comfy_env, volume, manifest_path, port, token, run_dir)
+    proc = _boot(comfy_env, volume, manifest_path, port, token, run_dir, file_server.port)
     try:
         health = _wait_health(url, token, proc)
         argv = health.json()["system"]["argv"]
@@ -167,17 +186,24 @@ def test_an_empty_volume_boots_to_a_token_protected_comfyui_and_reboots_without_
         listed = requests.get(f"{url}/models/upscale_models", headers=auth, timeout=10).json()
         assert listed == ["4x-UltraSharp.pth"]
         assert (volume / "ComfyUI/custom_nodes/charpack_nodes").is_symlink()
+        ckpt = [o for o in report["outcomes"] if o["item"] == "biglove_xl"]
+        assert [o["detail"] for o in ckpt] == [
+            f"downloaded and verified (CivitAI version {VERSION} sha256)"
+        ]
+        listed = requests.get(f"{url}/models/checkpoints", headers=auth, timeout=10).json()
+        assert "bigLoveXL.safetensors" in listed
     finally:
         assert _shutdown(proc) == 0
     logs = volume / "logs"
     assert {"comfyui.log", "nginx.log", "provision.log"} <= {p.name for p in logs.iterdir()}
-    assert token not in "".join(p.read_text(errors="replace") for p in logs.iterdir())
+    written = "".join(p.read_text(errors="replace") for p in logs.iterdir())
+    assert token not in written and CIVITAI_TOKEN not in written
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{url}/charpack/health", timeout=5)
     downloads = len(file_server.requests)
 
     # A restarted pod provisions again: nothing to download, nothing to change.
-    proc = _boot(comfy_env, volume, manifest_path, port, token, run_dir)
+    proc = _boot(comfy_env, volume, manifest_path, port, token, run_dir, file_server.port)
     try:
         _wait_health(url, token, proc)
         report = requests.get(
