@@ -1,8 +1,9 @@
 """Safe, deterministic output paths for saved pack images.
 
 Owns the rule that no pack, scene or image name can write outside ComfyUI's output folder:
-each name is one plain path component (no separators, no ``.``/``..``, no control characters,
-no drive letters, not absurdly long), and the joined folder is checked to resolve inside the
+each name is one plain path component that every target file system keeps as written (the rule
+is ``pipelines/names.py``, which the pack validator applies too, so a name ``charpack validate``
+accepts is never refused here), and the joined folder is checked to resolve inside the
 output folder even through symlinks. Names are refused, never silently rewritten: a rewritten
 name could collide with another job's file, and the orchestrator must find the file under the
 name it asked for. Standard library only; it does not create folders or write files.
@@ -11,17 +12,12 @@ name it asked for. Standard library only; it does not create folders or write fi
 from __future__ import annotations
 
 import os
-import unicodedata
 from dataclasses import dataclass
 
-MAX_NAME_LENGTH = 120
-_FORBIDDEN_CHARS = frozenset('/\\:*?"<>|')
-# Windows device names: refused on every OS so a pack folder copies to any machine.
-_RESERVED = frozenset(
-    {"con", "prn", "aux", "nul"}
-    | {f"com{i}" for i in range(1, 10)}
-    | {f"lpt{i}" for i in range(1, 10)}
-)
+from ..pipelines.names import MAX_NAME_BYTES, name_problem
+from ..pipelines.params import shown
+
+MAX_NAME_LENGTH = MAX_NAME_BYTES  # the limit is in UTF-8 bytes (one rule: pipelines/names.py)
 
 
 class UnsafeName(ValueError):
@@ -31,36 +27,21 @@ class UnsafeName(ValueError):
 def check_name(value: object, *, field: str) -> str:
     """Return ``value`` if it is a safe single path component, else raise :class:`UnsafeName`.
 
-    ``field`` names the input (``pack``, ``scene``, ``name``) in the message.
+    ``field`` names the input (``pack``, ``scene``, ``name``) in the message. The rule is
+    :func:`charpack_nodes.pipelines.names.name_problem`, the one the pack validator applies.
     """
+    problem = name_problem(value)
+    if problem is None:
+        assert isinstance(value, str)
+        return value
+    if problem.startswith("is empty"):
+        subject = field
+    elif "bytes long" in problem:
+        subject = f"{field} {shown(value, 40)}"
+    else:
+        subject = f"{field} {shown(value)}"
     fix = f"use letters, digits, spaces, '-', '_' or '.' in {field!r}, e.g. 'summer-lookbook'"
-    if not isinstance(value, str) or not value.strip():
-        raise UnsafeName(f"{field} is empty; {fix}")
-    if value != value.strip():
-        raise UnsafeName(f"{field} {value!r} starts or ends with whitespace; {fix}")
-    if value in (".", "..") or set(value) == {"."}:
-        raise UnsafeName(f"{field} {value!r} is a relative folder reference; {fix}")
-    bad = sorted({c for c in value if c in _FORBIDDEN_CHARS})
-    if bad:
-        shown = " ".join(repr(c) for c in bad)
-        raise UnsafeName(
-            f"{field} {value!r} contains {shown} (a path separator or reserved character); {fix}"
-        )
-    control = [c for c in value if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp")]
-    if control:
-        raise UnsafeName(
-            f"{field} {value!r} contains control characters "
-            f"({', '.join(f'U+{ord(c):04X}' for c in control)}); {fix}"
-        )
-    if value.endswith("."):
-        raise UnsafeName(f"{field} {value!r} ends with '.'; {fix}")
-    if value.split(".")[0].lower() in _RESERVED:
-        raise UnsafeName(f"{field} {value!r} is a reserved device name on Windows; {fix}")
-    if len(value) > MAX_NAME_LENGTH:
-        raise UnsafeName(
-            f"{field} is {len(value)} characters long; keep it within {MAX_NAME_LENGTH}"
-        )
-    return value
+    raise UnsafeName(f"{subject} {problem}; {fix}")
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ field, the allowed range and the value. Wiring lives in ``stages.py``; names in 
 
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, TypeVar
@@ -49,6 +50,22 @@ DEFAULT_NEGATIVE = (
 )
 
 
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = _REPR.maxlong = 60
+_REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = _REPR.maxset = _REPR.maxfrozenset = 4
+_REPR.maxlevel = 2
+
+
+def shown(value: object, limit: int = 80) -> str:
+    """``repr(value)`` cut to at most ``limit`` characters, computed without building the whole
+    repr: an error message never embeds an unbounded value (a pasted novel, an alias bomb)."""
+    try:
+        text = _REPR.repr(value)
+    except ValueError:  # an int too long to convert (sys.get_int_max_str_digits)
+        return "<a number too long to show>"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 class ParameterError(ValueError):
     """A parameter is outside its allowed range; ``field`` is its dotted name."""
 
@@ -60,26 +77,37 @@ class ParameterError(ValueError):
 
 def _range(name: str, value: float, lo: float, hi: float) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ParameterError(name, f"must be a number between {lo:g} and {hi:g}, got {value!r}")
+        raise ParameterError(
+            name, f"must be a number between {lo:g} and {hi:g}, got {shown(value)}"
+        )
     if not lo <= value <= hi:
-        raise ParameterError(name, f"must be between {lo:g} and {hi:g}, got {value:g}")
+        raise ParameterError(name, f"must be between {lo:g} and {hi:g}, got {_number(value)}")
+
+
+def _number(value: float) -> str:
+    try:
+        return f"{value:g}"
+    except OverflowError:  # an int beyond any float: show its digits, cut
+        return shown(value)
 
 
 def _int_range(name: str, value: int, lo: int, hi: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ParameterError(name, f"must be a whole number between {lo} and {hi}, got {value!r}")
+        raise ParameterError(
+            name, f"must be a whole number between {lo} and {hi}, got {shown(value)}"
+        )
     if not lo <= value <= hi:
-        raise ParameterError(name, f"must be between {lo} and {hi}, got {value}")
+        raise ParameterError(name, f"must be between {lo} and {hi}, got {shown(value)}")
 
 
 def _choice(name: str, value: str, choices: Iterable[str]) -> None:
     options = tuple(choices)
     if value not in options:
         if len(options) > 10:
-            shown = f"one of {len(options)} names such as {', '.join(options[:6])}"
+            listed = f"one of {len(options)} names such as {', '.join(options[:6])}"
         else:
-            shown = f"one of {', '.join(options)}"
-        raise ParameterError(name, f"must be {shown}; got {value!r}")
+            listed = f"one of {', '.join(options)}"
+        raise ParameterError(name, f"must be {listed}; got {shown(value)}")
 
 
 def _name(name: str, value: str) -> None:
@@ -222,7 +250,7 @@ class DetectionSpec:
         _name("detection.bbox_model", self.bbox_model)
         if not self.bbox_model.startswith("bbox/"):
             raise ParameterError(
-                "detection.bbox_model", f"must be a bbox/… detector, got {self.bbox_model!r}"
+                "detection.bbox_model", f"must be a bbox/… detector, got {shown(self.bbox_model)}"
             )
         _name("detection.sam_model", self.sam_model)
         _choice("detection.sam_device", self.sam_device, SAM_DEVICES)
