@@ -5,10 +5,14 @@ A pack names a character (checkpoint, LoRA + strength, trigger word, face refere
 the pack file, attributes, prompt prefix/suffix, negatives), defaults for every job, the scenes
 (prompt, count or explicit seeds, optional init image and pose reference, per-scene overrides)
 and the identity gate. Structure is checked with pydantic (the boundary); ranges are checked by
-the pipeline's own parameter types, so a limit is written once. Everything is checked before
-anything is sent; all problems are reported at once, not only the first.
+the pipeline's own parameter types, so a limit is written once. Names follow the one rule the
+saver applies (``charpack_nodes/pipelines/names.py``). Everything is checked before anything is
+sent; all problems are reported at once, not only the first (up to :data:`MAX_PROBLEMS` lines).
 
-Job expansion lives in ``jobs.py``; this module only reads and checks.
+The pack's own limits are here: :data:`MAX_SCENES`, :data:`MAX_COUNT` jobs per scene (``count``
+or ``seeds``), :data:`MAX_JOBS` per pack, :data:`MAX_FACE_REFERENCES`; the file's (size, depth,
+aliases) are in ``packyaml.py``, the pictures' in ``uploads.py``. Job expansion lives in
+``jobs.py``; this module only reads and checks.
 """
 
 from __future__ import annotations
@@ -18,17 +22,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from charpack_nodes.pipelines import params as P
-from charpack_nodes.pipelines.params import ParameterError
+from charpack_nodes.pipelines.names import name_key, name_problem
+from charpack_nodes.pipelines.params import ParameterError, shown
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 
 from .errors import PackError
-from .settings import Problem, Settings, apply_settings, fix_for
+from .packyaml import describe_file, read_pack_yaml
+from .settings import Problem, Settings, apply_settings, evolve_all, fix_for
+from .uploads import PictureRefused, read_picture
 
-SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-MAX_COUNT = 10_000
+SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # whole name: always fullmatch
+VERSION = 1
+MAX_COUNT = 10_000  # jobs per scene, as count or as seeds
+MAX_JOBS = 200_000  # jobs per pack: ~1,000 GPU hours at 18 s an image; split larger packs
+MAX_SCENES = 1_000
+MAX_FACE_REFERENCES = 16
+MAX_PROBLEMS = 100
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
 
@@ -139,40 +150,47 @@ def load_pack(path: str | Path) -> Pack:
     """Read and validate a pack file; raise :class:`PackError` listing every problem."""
     path = Path(path)
     label = str(path)
-    raw = _read_yaml(path, label)
+    raw = read_pack_yaml(path, label)
+    _check_before_structure(raw, label)
     try:
         model = PackModel.model_validate(raw)
     except PydanticValidationError as exc:
-        raise PackError([_describe(label, err) for err in exc.errors()]) from None
+        raise PackError(
+            _capped([_describe(label, err) for err in exc.errors(include_url=False)])
+        ) from None
     return _Checker(path, label, model, raw).run()
 
 
-def _read_yaml(path: Path, label: str) -> dict[str, Any]:
-    if not path.is_file():
-        raise PackError(f"{label}: pack file not found — check the path (relative to {Path.cwd()})")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+def _check_before_structure(raw: dict[str, Any], label: str) -> None:
+    """What decides how (or whether) the rest is read: the format version, and list lengths
+    that would make checking every entry slow."""
+    version = raw.get("version", VERSION)
+    if isinstance(version, int) and not isinstance(version, bool) and version != VERSION:
         raise PackError(
-            f"{label}: cannot read the pack file ({exc}) — save it as UTF-8 text"
-        ) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        where = ""
-        mark = getattr(exc, "problem_mark", None)
-        if mark is not None:
-            where = f" at line {mark.line + 1}, column {mark.column + 1}"
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise PackError(
-            f"{label}: not valid YAML{where}: {problem} — check indentation and quoting there"
-        ) from None
-    if not isinstance(data, dict):
-        raise PackError(
-            f"{label}: the pack file must be a mapping with keys pack, character, scenes — "
-            "see examples/small-pack.yaml"
+            f"{label}: version: {shown(version)} is not a pack format this charpack reads (it "
+            f"reads version {VERSION}) — set version: {VERSION} (docs/pack-format.md), or "
+            "upgrade charpack if the file was written for a newer one"
         )
-    return data
+    scenes = raw.get("scenes")
+    if isinstance(scenes, list) and len(scenes) > MAX_SCENES:
+        raise PackError(
+            f"{label}: scenes: {len(scenes):,} scenes; a pack has at most {MAX_SCENES:,} — "
+            "split it into several packs"
+        )
+    character = raw.get("character")
+    faces = character.get("face_references") if isinstance(character, dict) else None
+    if isinstance(faces, list) and len(faces) > MAX_FACE_REFERENCES:
+        raise PackError(
+            f"{label}: character.face_references: {len(faces):,} pictures; at most "
+            f"{MAX_FACE_REFERENCES} are used — keep the best few (they are averaged)"
+        )
+
+
+def _capped(problems: list[str]) -> list[str]:
+    if len(problems) <= MAX_PROBLEMS:
+        return problems
+    more = len(problems) - MAX_PROBLEMS
+    return [*problems[:MAX_PROBLEMS], f"… and {more:,} more problems — fix these first"]
 
 
 _TYPE_WORDS = {  # pydantic error type -> (what it must be, how to write it)
@@ -194,7 +212,9 @@ def _dotted(loc: tuple[Any, ...]) -> str:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
-            out += ("." if out else "") + str(part)
+            text = str(part) if isinstance(part, str) else shown(part, 40)
+            text = text if len(text) <= 40 else text[:39] + "…"  # a key can be a pasted novel
+            out += ("." if out else "") + text
     return out or "(top level)"
 
 
@@ -211,10 +231,12 @@ def _describe(label: str, err: Any) -> str:
         return f"{label}: {field}: unknown field — remove it or fix its spelling"
     if kind in _TYPE_WORDS:
         what, how = _TYPE_WORDS[kind]
-        return f"{label}: {field}: must be {what}, got {value!r} — {how}"
+        return f"{label}: {field}: must be {what}, got {shown(value)} — {how}"
     if kind == "too_short":
         return f"{label}: {field}: must not be empty — add at least one entry"
-    return f"{label}: {field}: {err['msg']} — fix the value"
+    message = str(err["msg"])
+    message = message if len(message) <= 200 else message[:199] + "…"
+    return f"{label}: {field}: {message} — fix the value"
 
 
 class _Checker:
@@ -232,8 +254,7 @@ class _Checker:
 
     def run(self) -> Pack:
         m = self.model
-        if not SLUG.match(m.pack):
-            self.fail("pack", f"{m.pack!r} is not a usable folder name", _SLUG_FIX)
+        self._name("pack", m.pack)
         self._int("seed", m.seed, 0, P.MAX_SEED)
         faces = tuple(
             self._image(f"character.face_references[{i}]", ref)
@@ -243,8 +264,9 @@ class _Checker:
         gate = self._identity()
         base = self._defaults(character)
         scenes = self._scenes(base)
+        self._job_total(scenes)
         if self.problems:
-            raise PackError(self.problems)
+            raise PackError(_capped(self.problems))
         return Pack(
             path=self.path,
             name=m.pack,
@@ -258,46 +280,88 @@ class _Checker:
 
     def _int(self, field: str, value: int, lo: int, hi: int) -> None:
         if not lo <= value <= hi:
-            self.fail(field, f"must be between {lo} and {hi}, got {value}", "use a value in range")
+            self.fail(
+                field, f"must be between {lo} and {hi}, got {shown(value)}", "use a value in range"
+            )
+
+    def _name(self, field: str, name: str) -> None:
+        """The saver's rule first (so nothing validated here is refused at the last node), then
+        the stricter portable form pack and scene names take."""
+        problem = name_problem(name)
+        if problem is not None:
+            self.fail(field, f"{shown(name)} {problem}", _SLUG_FIX)
+        elif not SLUG.fullmatch(name):
+            self.fail(field, f"{shown(name)} is not a usable folder name", _SLUG_FIX)
+
+    def _job_total(self, scenes: list[Scene]) -> None:
+        total = sum(s.count for s in scenes)
+        if total > MAX_JOBS:
+            self.fail(
+                "scenes",
+                f"{total:,} jobs in all; a pack has at most {MAX_JOBS:,}",
+                "split it into several packs (each gets its own folder)",
+            )
 
     def _image(self, field: str, rel: str) -> Path | None:
-        from PIL import Image, UnidentifiedImageError
-
-        path = (self.path.parent / rel).resolve()
-        if not path.is_file():
-            self.fail(field, f"file not found: {rel}", f"paths are relative to {self.path.parent}")
+        name = _path_text(rel)
+        here = f"paths are relative to {self.path.parent}"
+        path = self.path.parent / rel
+        problem = describe_file(path)
+        if problem == "not found":
+            self.fail(field, f"file not found: {name}", here)
             return None
+        if problem is not None:
+            self.fail(field, f"{name} {problem}", f"give a picture file; {here}")
+            return None
+        path = path.resolve()
         if path.suffix.lower() not in IMAGE_SUFFIXES:
-            self.fail(field, f"{rel} is not an image file", "use a PNG, JPEG or WebP file")
+            self.fail(field, f"{name} is not an image file", "use a PNG, JPEG or WebP file")
             return None
         try:
-            with Image.open(path) as img:
-                img.verify()
-        except (OSError, UnidentifiedImageError, SyntaxError, ValueError):
-            self.fail(field, f"cannot read {rel} as an image", "re-export it as PNG or JPEG")
+            read_picture(path)
+        except PictureRefused as refused:
+            if refused.problem.startswith("cannot be read"):
+                self.fail(field, f"cannot read {name} as an image", "re-export it as PNG or JPEG")
+            else:
+                self.fail(field, f"{name} {refused.problem}", refused.fix)
+            return None
+        except OSError as exc:
+            self.fail(field, f"cannot read {name} ({exc.strerror})", "check the file")
             return None
         return path
 
     def _character(self) -> P.CharacterSpec | None:
         c = self.model.character
         lora: P.LoraSpec | None = None
+        if c.lora is not None:
+            changes: dict[str, Any] = {"name": c.lora.file}
+            if c.lora.strength_model is not None:
+                changes["strength_model"] = c.lora.strength_model
+            if c.lora.strength_clip is not None:
+                changes["strength_clip"] = c.lora.strength_clip
+            if c.lora.strength is not None:
+                if len(changes) > 1:
+                    self.fail(
+                        "character.lora",
+                        "strength and strength_model/strength_clip are both set",
+                        "use strength (both) or the two separate values",
+                    )
+                changes["strength_model"] = changes["strength_clip"] = c.lora.strength
+            lora, errors = evolve_all(P.LoraSpec(), changes)
+            reported = set()
+            for exc in errors:
+                field = "character.lora.file"
+                if exc.field.startswith("lora.strength"):
+                    field = "character.lora." + (
+                        "strength" if c.lora.strength is not None else exc.field[len("lora.") :]
+                    )
+                if field not in reported:
+                    reported.add(field)
+                    fix = "the preset is 0.7" if "strength" in field else "fix it"
+                    self.fail(field, exc.message, fix)
+            if errors:
+                return None
         try:
-            if c.lora is not None:
-                model_s = c.lora.strength_model
-                clip_s = c.lora.strength_clip
-                if c.lora.strength is not None:
-                    if model_s is not None or clip_s is not None:
-                        self.fail(
-                            "character.lora",
-                            "strength and strength_model/strength_clip are both set",
-                            "use strength (both) or the two separate values",
-                        )
-                    model_s = clip_s = c.lora.strength
-                lora = P.LoraSpec(
-                    name=c.lora.file,
-                    strength_model=P.LoraSpec.strength_model if model_s is None else model_s,
-                    strength_clip=P.LoraSpec.strength_clip if clip_s is None else clip_s,
-                )
             return P.CharacterSpec(
                 checkpoint=c.checkpoint,
                 lora=lora,
@@ -309,12 +373,7 @@ class _Checker:
                 negative=c.negative,
             )
         except ParameterError as exc:
-            field = exc.field
-            if field.startswith("lora.strength"):
-                field = "character.lora.strength"
-            elif field.startswith("lora."):
-                field = "character.lora.file"
-            self.fail(field, exc.message, "the preset is 0.7" if "strength" in field else "fix it")
+            self.fail(exc.field, exc.message, "fix it")
             return None
 
     def _identity(self) -> IdentityGate:
@@ -326,10 +385,9 @@ class _Checker:
                 "it is an ArcFace cosine similarity; 0.45 is a good start",
             )
         self._int("identity.max_attempts", i.max_attempts, 1, 10)
-        try:
-            P.IdentitySpec(enabled=i.enabled, model_pack=i.model_pack, provider=i.provider)
-        except ParameterError as exc:
-            self.fail(exc.field, exc.message, "fix the value")
+        changes = {"enabled": i.enabled, "model_pack": i.model_pack, "provider": i.provider}
+        for exc in evolve_all(P.IdentitySpec(), changes)[1]:
+            self.fail(exc.field, exc.message, fix_for(exc.message))
         return IdentityGate(i.enabled, i.threshold, i.max_attempts)
 
     def _defaults(self, character: P.CharacterSpec | None) -> P.PipelineSpec | None:
@@ -351,15 +409,19 @@ class _Checker:
         scenes = []
         for index, s in enumerate(self.model.scenes):
             where = f"scenes[{index}]"
-            if not SLUG.match(s.name):
-                self.fail(f"{where}.name", f"{s.name!r} is not a usable folder name", _SLUG_FIX)
-            if s.name in seen:
+            self._name(f"{where}.name", s.name)
+            # Windows and macOS keep 'Cafe' and 'cafe' in one folder: they are one name.
+            key = name_key(s.name)
+            if key in seen:
+                other = self.model.scenes[seen[key]].name
+                also = f"scenes[{seen[key]}]" + ("" if other == s.name else f" {shown(other)}")
                 self.fail(
                     f"{where}.name",
-                    f"duplicate scene name {s.name!r} (also scenes[{seen[s.name]}])",
-                    "give every scene its own name",
+                    f"duplicate scene name {shown(s.name)} (also {also})",
+                    "give every scene its own name"
+                    + ("" if other == s.name else " (case does not count)"),
                 )
-            seen.setdefault(s.name, index)
+            seen.setdefault(key, index)
             scene = self._scene(where, s, base)
             if scene is not None:
                 scenes.append(scene)
@@ -373,6 +435,12 @@ class _Checker:
         if s.seeds is not None:
             if not s.seeds:
                 self.fail(f"{where}.seeds", "must not be empty", "list at least one seed")
+            if len(s.seeds) > MAX_COUNT:
+                self.fail(
+                    f"{where}.seeds",
+                    f"lists {len(s.seeds):,} seeds; a scene has at most {MAX_COUNT:,} jobs",
+                    "split it into several scenes",
+                )
             for i, seed in enumerate(s.seeds):
                 self._int(f"{where}.seeds[{i}]", seed, 0, P.MAX_SEED)
             if len(set(s.seeds)) != len(s.seeds):
@@ -401,15 +469,18 @@ class _Checker:
         problems: list[Problem] = []
         spec = P.evolve(base or P.PipelineSpec(), prompt=s.prompt, negative=s.negative)
         spec = apply_settings(spec, s.overrides, problems, where=f"{where}.overrides")
-        try:
-            spec = P.evolve(
-                spec,
-                img2img=P.Img2ImgSpec("init.png", s.init_denoise) if s.init_image else None,
-                pose=_pose_spec(s.pose) if s.pose else None,
-            )
-        except ParameterError as exc:
+        img2img, pose, errors = None, None, []
+        if s.init_image:
+            img2img, found = evolve_all(P.Img2ImgSpec("init.png"), {"denoise": s.init_denoise})
+            errors += found
+        if s.pose:
+            pose, found = evolve_all(P.PoseSpec(image="pose.png"), _pose_changes(s.pose))
+            errors += found
+        for exc in errors:
             field = f"{where}.{_scene_field(exc.field)}"
             problems.append((field, exc.message, fix_for(exc.message)))
+        if not errors:
+            spec = P.evolve(spec, img2img=img2img, pose=pose)
         for problem in problems:
             self.fail(*problem)
         return None if problems or base is None else spec
@@ -418,15 +489,19 @@ class _Checker:
 _SLUG_FIX = "use letters, digits, '.', '_' or '-' (up to 64), starting with a letter or digit"
 
 
-def _pose_spec(p: PoseModel) -> P.PoseSpec:
-    return P.PoseSpec(
-        image="pose.png",
-        control_net_name=p.control_net,
-        strength=p.strength,
-        start_percent=p.start_percent,
-        end_percent=p.end_percent,
-        preprocess=p.preprocess,
-    )
+def _pose_changes(p: PoseModel) -> dict[str, Any]:
+    return {
+        "control_net_name": p.control_net,
+        "strength": p.strength,
+        "start_percent": p.start_percent,
+        "end_percent": p.end_percent,
+        "preprocess": p.preprocess,
+    }
+
+
+def _path_text(rel: str) -> str:
+    """A path as the user wrote it, for a message; quoted and cut when long or unprintable."""
+    return rel if len(rel) <= 80 and rel.isprintable() else shown(rel)
 
 
 def _scene_field(field: str) -> str:

@@ -3,7 +3,8 @@
 Sampler settings are top-level keys; stage settings sit under ``stages.<stage>`` and use exactly
 the field names of the pipeline's parameter types (one spelling everywhere). ``stages.pag: true``
 is short for ``stages.pag: {enabled: true}``. Values are type-checked here and range-checked by
-the parameter types themselves.
+the parameter types themselves; :func:`evolve_all` reports every bad value of a mapping, not only
+the first the type's checks meet.
 """
 
 from __future__ import annotations
@@ -12,10 +13,10 @@ import functools
 import types
 import typing
 from dataclasses import fields
-from typing import Any
+from typing import Any, TypeVar
 
 from charpack_nodes.pipelines import params as P
-from charpack_nodes.pipelines.params import ParameterError
+from charpack_nodes.pipelines.params import ParameterError, shown
 from pydantic import BaseModel, ConfigDict, Field
 
 STAGE_TYPES: dict[str, type] = {
@@ -62,9 +63,9 @@ def _allowed(hint: Any) -> tuple[type, ...]:
 def _type_problem(cls: type, name: str, value: Any) -> str | None:
     allowed = _allowed(_hints(cls)[name])
     if isinstance(value, bool) and bool not in allowed:
-        return f"must be {_words(allowed)}, got {value!r}"
+        return f"must be {_words(allowed)}, got {shown(value)}"
     if not isinstance(value, allowed):
-        return f"must be {_words(allowed)}, got {value!r}"
+        return f"must be {_words(allowed)}, got {shown(value)}"
     return None
 
 
@@ -79,6 +80,29 @@ def _words(allowed: tuple[type, ...]) -> str:
 
 
 Problem = tuple[str, str, str]  # (field, what is wrong, how to fix it)
+T = TypeVar("T")
+
+
+def evolve_all(obj: T, changes: dict[str, Any]) -> tuple[T | None, list[ParameterError]]:
+    """``obj`` with ``changes`` applied, or None and every value's range error.
+
+    A parameter type's checks stop at the first bad field, so each change is first tried alone
+    (keeping only errors about that field: one alone may break a cross-field rule that the other
+    changes restore), then all together for the rules between fields.
+    """
+    errors: list[ParameterError] = []
+    for key, value in changes.items():
+        try:
+            P.evolve(obj, **{key: value})
+        except ParameterError as exc:
+            if exc.field.rsplit(".", 1)[-1] in (key, key.removesuffix("_name")):
+                errors.append(exc)
+    if errors:
+        return None, errors
+    try:
+        return P.evolve(obj, **changes), []
+    except ParameterError as exc:
+        return None, [exc]
 
 
 def fix_for(message: str) -> str:
@@ -104,10 +128,11 @@ def apply_settings(
         if value is not None:
             changes[_SAMPLER_KEYS.get(key, key)] = value
     if changes:
-        try:
-            spec = P.evolve(spec, sampler=P.evolve(spec.sampler, **changes))
-        except ParameterError as exc:
+        sampler, errors = evolve_all(spec.sampler, changes)
+        for exc in errors:
             problems.append((f"{where}.{exc.field}", exc.message, fix_for(exc.message)))
+        if sampler is not None:
+            spec = P.evolve(spec, sampler=sampler)
     if settings.compress_level is not None:
         try:
             spec = P.evolve(
@@ -116,7 +141,7 @@ def apply_settings(
         except ParameterError as exc:
             problems.append((f"{where}.compress_level", exc.message, fix_for(exc.message)))
     for stage, raw in settings.stages.items():
-        spec = _apply_stage(spec, stage, raw, problems, where=f"{where}.stages.{stage}")
+        spec = _apply_stage(spec, stage, raw, problems, where=f"{where}.stages.{_part(stage)}")
     return spec
 
 
@@ -126,14 +151,18 @@ def _apply_stage(
     cls = STAGE_TYPES.get(stage)
     if cls is None:
         problems.append(
-            (where, f"unknown stage {stage!r}", f"stages are: {', '.join(STAGE_TYPES)}")
+            (where, f"unknown stage {shown(stage)}", f"stages are: {', '.join(STAGE_TYPES)}")
         )
         return spec
     if isinstance(raw, bool) and "enabled" in _hints(cls):
         raw = {"enabled": raw}
     if not isinstance(raw, dict):
         problems.append(
-            (where, f"must be a mapping of settings, got {raw!r}", "write e.g. {enabled: false}")
+            (
+                where,
+                f"must be a mapping of settings, got {shown(raw)}",
+                "write e.g. {enabled: false}",
+            )
         )
         return spec
     names = [f.name for f in fields(cls)]
@@ -141,20 +170,28 @@ def _apply_stage(
     for key, value in raw.items():
         if key not in names:
             problems.append(
-                (f"{where}.{key}", "unknown setting", f"{stage} settings are: {', '.join(names)}")
+                (
+                    f"{where}.{_part(key)}",
+                    "unknown setting",
+                    f"{stage} settings are: {', '.join(names)}",
+                )
             )
             ok = False
             continue
         problem = _type_problem(cls, key, value)
         if problem:
-            problems.append((f"{where}.{key}", problem, "write the value in that form"))
+            problems.append((f"{where}.{_part(key)}", problem, "write the value in that form"))
             ok = False
     if not ok:
         return spec
-    try:
-        updated = P.evolve(getattr(spec, stage), **raw)
-        return P.evolve(spec, **{stage: updated})
-    except ParameterError as exc:
+    updated, errors = evolve_all(getattr(spec, stage), raw)
+    for exc in errors:
         leaf = exc.field.rsplit(".", 1)[-1]
         problems.append((f"{where}.{leaf}", exc.message, fix_for(exc.message)))
-        return spec
+    return spec if updated is None else P.evolve(spec, **{stage: updated})
+
+
+def _part(key: object) -> str:
+    """A mapping key as a field-path part, cut short: a key can be a pasted novel."""
+    text = key if isinstance(key, str) else shown(key, 40)
+    return text if len(text) <= 40 else text[:39] + "…"

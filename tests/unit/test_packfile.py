@@ -241,8 +241,8 @@ def test_yaml_syntax_error_names_line(pack_dir: Path) -> None:
     with pytest.raises(PackError) as info:
         load_pack(path)
     assert info.value.problems == [
-        f"{path}: not valid YAML at line 2, column 9: mapping values are not allowed here — "
-        "check indentation and quoting there"
+        f"{path}: not valid YAML at line 2, column 9: mapping values are not allowed in this "
+        "context — check indentation and quoting there"
     ]
 
 
