@@ -96,7 +96,7 @@ def up(
         float,
         typer.Option(
             "--timeout",
-            help="Seconds to wait for ComfyUI (first start provisions ~17 GB of models).",
+            help="Seconds to wait for ComfyUI (first start provisions ~19 GB of models).",
         ),
     ] = 3600.0,
     poll_seconds: Annotated[float, typer.Option("--poll-seconds", hidden=True)] = 5.0,
