@@ -82,7 +82,10 @@ class RunLoop:
     # -- the loop --------------------------------------------------------------------------
 
     def run(self) -> None:
-        self._seed()
+        try:
+            self._seed()
+        except DiskFull as exc:
+            self._disk_full(str(exc))
         while not self._over():
             try:
                 self._turn()

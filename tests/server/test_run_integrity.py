@@ -8,6 +8,7 @@ Runs act on the events the command prints (``--json``), never on time.
 from __future__ import annotations
 
 import json
+import os
 import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -118,21 +119,31 @@ def test_a_second_run_on_a_folder_is_refused_at_once_and_a_killed_runs_lock_is_t
     assert set(recorded) <= history and len(recorded) == len(set(recorded)) == 5
 
 
+@pytest.mark.parametrize("when", ["mid-run", "first-save"])
 def test_a_full_disk_stops_the_run_with_what_to_free_and_nothing_is_generated_again(
-    slow_server: ComfyServer, cli_runs: list[Cli], tmp_path: Path
+    when: str, slow_server: ComfyServer, cli_runs: list[Cli], tmp_path: Path
 ) -> None:
+    """``mid-run``: the disk fills after the first image, so the next download finds it full;
+    ``first-save``: there is room for the lock and the first manifest only, so recording the
+    first attempt (before its prompt is posted) finds it full."""
     path, pack = five_jobs(tmp_path / "src")
     with tmpfs(tmp_path / "disk", size_mb=96) as disk:
         out = disk / "pack"
+        filler = disk / "filler"
+        if when == "first-save":
+            os.truncate(filler, fill(filler) - 3 * 4096)  # three pages left
         cli = Cli(path, slow_server.url, out)
         cli_runs.append(cli)
-        cli.wait_for("done")
-        fill(disk / "filler")
+        if when == "mid-run":
+            cli.wait_for("done")
+            fill(filler)
         assert cli.finish() == 2
         message = error_of(cli)
         assert message.startswith(f"no space left on {disk} — free ") and " MB " in message
         assert "run the same command again" in message
         assert "Traceback" not in cli.stderr()
+        if when == "first-save":
+            assert "submitted" not in cli.kinds()  # nothing was posted
 
         data = manifest(out)  # still valid JSON
         assert "retry" not in cli.kinds() and "requeued" not in cli.kinds()
@@ -145,7 +156,7 @@ def test_a_full_disk_stops_the_run_with_what_to_free_and_nothing_is_generated_ag
         ran = [p for p in prompts_of(data) if p in history]
         assert len(ran) == len(set(ran))
 
-        (disk / "filler").unlink()  # space freed: the same folder resumes
+        filler.unlink()  # space freed: the same folder resumes
         config = ServerConfig.from_url(slow_server.url, env={})
         summary = run_pack(pack, servers=[config], options=options(out))
         assert summary.exit_code == 0 and summary.counts["done"] == 5
