@@ -284,3 +284,46 @@ def test_the_same_version_at_another_commit_is_refused_too(
     )
     assert f"install charpack=={server.version} at commit {server.commit}" in finding.fix
     assert "charpack pod up re-provisions at" in finding.fix
+
+
+def test_charpack_nodes_that_do_not_report_their_version_are_refused(
+    pack_file: Path, comfy_server: Any
+) -> None:
+    # The real server behind a relay that answers 404 at /charpack/version, as nodes from
+    # before the route would: the nodes are there (in /object_info) but say no version.
+    import threading
+    import urllib.error
+    import urllib.request
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class OldNodes(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            pass
+
+        def do_GET(self) -> None:  # noqa: N802
+            if self.path.startswith("/charpack/version"):
+                status, body = 404, b"404: Not Found"
+            else:
+                try:
+                    with urllib.request.urlopen(comfy_server.url + self.path, timeout=30) as r:
+                        status, body = r.status, r.read()
+                except urllib.error.HTTPError as exc:
+                    status, body = exc.code, exc.read()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    relay = ThreadingHTTPServer(("127.0.0.1", 0), OldNodes)
+    threading.Thread(target=relay.serve_forever, daemon=True).start()
+    try:
+        config = ServerConfig.from_url(f"http://127.0.0.1:{relay.server_address[1]}", env={})
+        with ComfyClient(config=config) as c:
+            report = preflight(_jobs(pack_file), client=c, provisioning=load_provisioning())
+    finally:
+        relay.shutdown()
+        relay.server_close()
+    (finding,) = report.errors
+    assert finding.check == "version" and "do not report their version" in finding.problem
+    assert "charpack pod up re-provisions at" in finding.fix
