@@ -236,7 +236,9 @@ def test_the_server_reports_the_charpack_nodes_it_loaded(client: ComfyClient) ->
     answer = client.http.json(client.http.request("GET", "/charpack/version"), "version")
     assert answer["name"] == "charpack" and answer["version"] == charpack_nodes.__version__
     theirs = pod_version.parse_version(answer)
-    assert theirs is not None and theirs.commit is not None  # a git checkout: the commit too
+    assert theirs is not None
+    if (REPO / ".git").exists():  # loaded from a git checkout: its commit too
+        assert theirs.commit is not None
     assert theirs.matches(pod_version.client_version())
     assert "version" not in client.object_info()  # a route: /object_info is the nodes' own
 
@@ -271,7 +273,9 @@ def test_the_same_version_at_another_commit_is_refused_too(
     from orchestrator import pod_version
 
     server = pod_version.server_version(client)
-    assert server is not None and server.commit
+    assert server is not None
+    if not server.commit:
+        pytest.skip("the test server's node pack is not in a git checkout: no commit to compare")
     other = pod_version.CharpackVersion(server.version, "0" * 40)
     monkeypatch.setattr(pod_version, "client_version", lambda: other)
 
