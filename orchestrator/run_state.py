@@ -1,7 +1,8 @@
 """The pack folder's record during ``charpack run``: the jobs, their attempts, and the manifest.
 
 Owns :class:`PackState`: opening a pack folder (a new one, or resuming one only when it was made
-from the same pack: same name and content hash), recording each attempt and saving the manifest
+from the same pack: same name, same parsed content and the same content in every reference file
+it names — :func:`pack_digest`), recording each attempt and saving the manifest
 **before** its prompt is posted, and storing how attempts end, with the job's next step decided
 by :mod:`orchestrator.run_rules`. A resumed folder keeps finished jobs, returns the prompts
 still in flight for the runner to look up on their servers, and gives failed jobs a fresh budget

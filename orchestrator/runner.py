@@ -229,8 +229,8 @@ def _disk_full(folder: Path, state: PackState) -> DiskFull:
     return DiskFull(
         f"no space left on {mount} — free {-(-short // MB)} MB ({free / MB:.1f} MB free now; "
         f"{left} job(s) left, up to {per_job / MB:.1f} MB each), then run the same command "
-        f"again to resume. The run stopped and generated nothing again; {waiting} prompt(s) "
-        f"that ran on the servers are downloaded by the next run."
+        f"again to resume. The run stopped and generated nothing again; the {waiting} "
+        "prompt(s) already on the servers are downloaded by the next run, not run again."
     )
 
 
