@@ -3,15 +3,18 @@
 A job's ``key`` (``<scene>/<index>``) never changes; its seed does when the identity gate or an
 execution error asks for a retry (:func:`retry_seed`, deterministic). Seeds of ``count`` scenes
 are derived from the pack seed and the scene name, so adding a scene never shifts another's
-seeds. Output file stems are ``<scene>_<index:03d>_<seed>``.
+seeds. Output file stems are ``<scene>_<index:03d>_<seed>``. Jobs of one scene share their
+scene's spec and differ only in seed and output name (``validate.validate_pack`` relies on it).
 """
 
 from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from functools import cached_property
+from pathlib import Path
 
 from charpack_nodes.pipelines import ApiGraph, OutputSpec, PipelineSpec, build_pipeline, evolve
 
@@ -40,14 +43,19 @@ def prompt_id_for(run_id: str, key: str, attempt: int) -> str:
 
 @dataclass(frozen=True)
 class Job:
-    """One (scene, seed) unit of work."""
+    """One (scene, seed) unit of work.
+
+    ``scene_spec`` is shared by every job of the scene (uploads and output folder filled in);
+    the job's own :attr:`spec` (its seed, its output name) is made when first asked for, so a
+    200,000-job pack costs a few small objects per job until a job is actually sent.
+    """
 
     pack: str
     scene: str
     index: int
     base_seed: int
     seed: int
-    spec: PipelineSpec
+    scene_spec: PipelineSpec
     uploads: tuple[Upload, ...]
 
     @property
@@ -58,64 +66,84 @@ class Job:
     def stem(self) -> str:
         return f"{self.scene}_{self.index:03d}_{self.seed}"
 
+    def make_spec(self) -> PipelineSpec:
+        """This job's spec, built afresh (not kept on the job: ``charpack plan`` streams)."""
+        base = self.scene_spec
+        return evolve(
+            base,
+            sampler=evolve(base.sampler, seed=self.seed),
+            output=evolve(base.output, name=self.stem),
+        )
+
+    @cached_property
+    def spec(self) -> PipelineSpec:
+        return self.make_spec()
+
+    def make_graph(self) -> ApiGraph:
+        """This job's API graph, built afresh and not kept (see :attr:`graph`)."""
+        return build_pipeline(self.make_spec()).graph.finalize()
+
     @cached_property
     def graph(self) -> ApiGraph:
         return build_pipeline(self.spec).graph.finalize()
 
     def with_seed(self, seed: int) -> Job:
         """The same job with another seed (a retry); output names follow the seed."""
-        spec = evolve(
-            self.spec,
-            sampler=evolve(self.spec.sampler, seed=seed),
-            output=evolve(self.spec.output, name=f"{self.scene}_{self.index:03d}_{seed}"),
-        )
-        return replace(self, seed=seed, spec=spec)
+        return replace(self, seed=seed)
 
 
 def expand(pack: Pack) -> list[Job]:
     """Every job of ``pack``, scene by scene, in file order."""
-    faces = tuple(upload_for(p) for p in pack.face_references)
-    jobs: list[Job] = []
+    return list(iter_jobs(pack))
+
+
+def iter_jobs(pack: Pack) -> Iterator[Job]:
+    """:func:`expand`, one job at a time."""
+    uploads: dict[Path, Upload] = {}  # one hash per file, however many scenes use it
+
+    def upload(path: Path) -> Upload:
+        if path not in uploads:
+            uploads[path] = upload_for(path)
+        return uploads[path]
+
+    faces = tuple(upload(p) for p in pack.face_references)
     for scene in pack.scenes:
-        jobs.extend(_scene_jobs(pack, scene, faces))
-    return jobs
+        yield from _scene_jobs(pack, scene, faces, upload)
 
 
-def _scene_jobs(pack: Pack, scene: Scene, faces: tuple[Upload, ...]) -> list[Job]:
+def _scene_jobs(
+    pack: Pack, scene: Scene, faces: tuple[Upload, ...], upload: Callable[[Path], Upload]
+) -> Iterator[Job]:
     uploads = list(faces)
     names = tuple(u.image_value for u in faces)
     spec = evolve(scene.spec, character=evolve(scene.spec.character, face_images=names))
     if scene.init_image is not None and spec.img2img is not None:
-        init = upload_for(scene.init_image)
+        init = upload(scene.init_image)
         uploads.append(init)
         spec = evolve(spec, img2img=evolve(spec.img2img, image=init.image_value))
     if scene.pose_image is not None and spec.pose is not None:
-        pose = upload_for(scene.pose_image)
+        pose = upload(scene.pose_image)
         uploads.append(pose)
         spec = evolve(spec, pose=evolve(spec.pose, image=pose.image_value))
-    seeds = scene.seeds or tuple(derive_seed(pack.seed, scene.name, i) for i in range(scene.count))
-    jobs = []
+    spec = evolve(
+        spec,
+        output=OutputSpec(
+            save="pack",
+            pack=pack.name,
+            scene=scene.name,
+            name=scene.name,  # each job's own name is set by Job.make_spec
+            compress_level=spec.output.compress_level,
+        ),
+    )
+    shared = tuple(dict.fromkeys(uploads))
+    seeds = scene.seeds or (derive_seed(pack.seed, scene.name, i) for i in range(scene.count))
     for index, seed in enumerate(seeds, start=1):
-        job_spec = evolve(
-            spec,
-            output=OutputSpec(
-                save="pack",
-                pack=pack.name,
-                scene=scene.name,
-                name=f"{scene.name}_{index:03d}_{seed}",
-                compress_level=spec.output.compress_level,
-            ),
+        yield Job(
+            pack=pack.name,
+            scene=scene.name,
+            index=index,
+            base_seed=seed,
+            seed=seed,
+            scene_spec=spec,
+            uploads=shared,
         )
-        job_spec = evolve(job_spec, sampler=evolve(job_spec.sampler, seed=seed))
-        jobs.append(
-            Job(
-                pack=pack.name,
-                scene=scene.name,
-                index=index,
-                base_seed=seed,
-                seed=seed,
-                spec=job_spec,
-                uploads=tuple(dict.fromkeys(uploads)),
-            )
-        )
-    return jobs

@@ -4,7 +4,8 @@ input names, which ComfyUI silently ignores, and forbidden node types).
 
 Every finding names the node id, its type, the input and the fix. File-name lists that the
 recording leaves empty (core loaders on a bare server) are not checked here; ``charpack
-preflight`` checks them against a live server.
+preflight`` checks them against a live server. :func:`validate_pack` checks a whole pack from a
+few representative graphs (see there), so a pack at the job limit validates in seconds.
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from charpack_nodes.pipelines import catalog, is_link
+from charpack_nodes.pipelines import PipelineSpec, catalog, evolve, is_link
 
 from .errors import PackError
+from .jobs import Job, iter_jobs
 from .objectinfo import InputSpec, ObjectInfo
+from .packfile import Pack
 
 # Link types that accept any source type.
 _ANY = {"*"}
@@ -57,6 +60,47 @@ def validate_graph(graph: Mapping[str, Any], info: ObjectInfo) -> list[str]:
     if graph and not has_output:
         findings.append("graph has no output node — add a save node (CharpackSavePack)")
     return findings
+
+
+def validate_pack(pack: Pack, info: ObjectInfo) -> tuple[int, list[str]]:
+    """The number of jobs of ``pack`` and the findings of the workflows they would send, each
+    finding once, prefixed with the first job that has it.
+
+    Jobs of a scene differ only in seed and output name (``jobs.py`` builds them so), and scenes
+    whose specs differ only in prompt text build the same graph but for that text, which is
+    always text. So each distinct shape is checked through its first job and the jobs with its
+    smallest and largest seed (the only value with a range that differs): a few graphs, not one
+    per job, and no graph is kept.
+    """
+    shapes: dict[PipelineSpec, list[Job]] = {}  # shape -> [first, lowest seed, highest seed]
+    # A scene's jobs share one scene_spec object, so its shape is made (and hashed) once; the
+    # spec is kept alongside so that its id is not reused by a later scene's spec.
+    known: dict[int, tuple[PipelineSpec, list[Job]]] = {}
+    total = 0
+    for job in iter_jobs(pack):
+        total += 1
+        entry = known.get(id(job.scene_spec))
+        if entry is None:
+            picked = shapes.setdefault(_shape(job.scene_spec), [job, job, job])
+            entry = known[id(job.scene_spec)] = (job.scene_spec, picked)
+        picked = entry[1]
+        if job.seed < picked[1].seed:
+            picked[1] = job
+        elif job.seed > picked[2].seed:
+            picked[2] = job
+    findings: list[str] = []
+    seen: set[str] = set()
+    for picked in shapes.values():
+        for job in dict.fromkeys(picked):
+            for finding in validate_graph(job.make_graph(), info):
+                if finding not in seen:
+                    seen.add(finding)
+                    findings.append(f"{job.key}: {finding}")
+    return total, findings
+
+
+def _shape(spec: PipelineSpec) -> PipelineSpec:
+    return evolve(spec, prompt="", negative="", output=evolve(spec.output, scene="s", name="n"))
 
 
 def _provider(class_type: str) -> str:

@@ -138,3 +138,57 @@ def test_v3_and_v1_combo_formats_are_both_understood(info: ObjectInfo) -> None:
     assert upscale is not None and sampler is not None
     assert upscale.inputs["model_name"].type == "COMBO"
     assert "euler" in (sampler.inputs["sampler_name"].choices or ())
+
+
+def test_a_pack_is_validated_from_representative_jobs_without_missing_a_finding(
+    info: ObjectInfo, tmp_path: Path
+) -> None:
+    """validate_pack checks a few jobs per distinct scene shape; against an object_info where
+    seeds above 1000 and a CFG above 5 are out of range, it finds every (node, input) that checking
+    every job finds, and names the job with the largest seed."""
+    from PIL import Image
+
+    from orchestrator.jobs import expand
+    from orchestrator.packfile import load_pack
+    from orchestrator.validate import validate_pack
+
+    raw = copy.deepcopy(info.raw)
+    raw["KSampler"]["input"]["required"]["seed"][1]["max"] = 1000
+    raw["KSampler"]["input"]["required"]["cfg"][1]["max"] = 5.0
+    strict = ObjectInfo(raw, source="a strict server")
+    Image.new("RGB", (48, 48), (205, 160, 130)).save(tmp_path / "face.png")
+    scenes = [
+        {"name": "low", "prompt": "a", "seeds": [5, 6, 7]},
+        {"name": "mixed", "prompt": "b", "seeds": [9, 4000, 12, 700]},
+        {"name": "warm", "prompt": "c", "seeds": [3], "overrides": {"cfg": 6.0}},
+        {"name": "many", "prompt": "d", "count": 40},  # derived seeds: all above 1000
+    ]
+    pack_file = tmp_path / "pack.yaml"
+    pack_file.write_text(
+        json.dumps(
+            {"pack": "p", "character": {"name": "A", "face_references": ["face.png"]},
+             "scenes": scenes}
+        )
+    )  # fmt: skip
+    pack = load_pack(pack_file)
+    every = {f for job in expand(pack) for f in validate_graph(job.graph, strict)}
+    total, findings = validate_pack(pack, strict)
+    assert total == 48
+
+    def where(finding: str) -> str:  # node and input, without the value
+        return finding.split(": ")[0] + ": " + finding.split(": ")[1]
+
+    picked = {f.split(": ", 1)[1] for f in findings}
+    assert picked <= every
+    assert {where(f) for f in picked} == {where(f) for f in every}
+    # low, mixed and many differ only in prompt and seeds: one shape, whose largest seed speaks.
+    top = max((j for j in expand(pack) if j.scene != "warm"), key=lambda j: j.seed)
+    assert top.scene == "many"
+    assert (
+        f"{top.key}: base.sampler (KSampler): seed: {top.seed} is above the maximum 1000 — lower it"
+        in findings
+    )
+    assert "warm/001: base.sampler (KSampler): cfg: 6.0 is above the maximum 5.0 — lower it" in (
+        findings
+    )
+    assert not any(f.startswith("low/") for f in findings)
