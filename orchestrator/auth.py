@@ -60,6 +60,8 @@ def register_secret(*values: str) -> None:
             forms.update((value, quote(value, safe=""), quote_plus(value), quote(value)))
     with _secrets_lock:
         _secrets.update(forms)
+    if forms:
+        install_log_redaction()  # whatever command registered it, its logs are masked from now
 
 
 def register_env_secrets(env: Mapping[str, str] | None = None) -> None:
@@ -99,7 +101,11 @@ def redact_headers(headers: Mapping[str, str]) -> dict[str, str]:
 
 class _RedactingFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        record.msg = redact(record.getMessage())
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed call: let the handler report it as logging does
+            return True
+        record.msg = redact(message)
         record.args = None
         if record.exc_info and not record.exc_text:
             record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
@@ -125,8 +131,9 @@ def install_log_redaction() -> None:
     the CLI installs on the root logger redact all of them, whatever their logger's name; the
     named loggers are covered too for handlers attached to them directly (or installed later).
     """
-    for handler in logging.getLogger().handlers:
-        if _FILTER not in handler.filters:
+    # lastResort prints warnings when no handler is configured (a library used from a script).
+    for handler in [*logging.getLogger().handlers, logging.lastResort]:
+        if handler is not None and _FILTER not in handler.filters:
             handler.addFilter(_FILTER)
     for name in _LOGGERS:
         logger = logging.getLogger(name)
