@@ -180,6 +180,8 @@ def judge(
     next_seed: Callable[[], int],
 ) -> Decision:
     """Set ``attempt``'s status from ``ending`` and decide the job's next step."""
+    if ending.error:  # whatever reported it (a download, a lost prompt), it may quote a server
+        ending.error = attempt["error"] = redact(ending.error)
     if ending.status == "lost":
         attempt["status"] = "lost"
         lost = sum(a.get("status") == "lost" for a in budget(entry))
