@@ -62,15 +62,16 @@ def test_several_references_are_averaged_into_one_identity(comfy_dirs: ComfyDirs
     assert out.ui["scores"][0] == pytest.approx(expected, abs=1e-5)
 
 
-def test_an_image_without_a_face_scores_zero_with_a_warning_and_is_kept(
+def test_an_image_without_a_face_is_no_face_not_a_score_with_a_warning_and_is_kept(
     comfy_dirs: ComfyDirs, caplog: pytest.LogCaptureFixture
 ) -> None:
     images = to_tensor(face_picture(), faces.landscape((256, 256)))
     with caplog.at_level(logging.WARNING, logger="charpack_nodes"):
         out = score(images, to_tensor(face_picture()))
-    assert out.ui["scores"][1] == 0.0 and out.args[1] == 0.0
+    assert out.ui["scores"][1] is None and out.ui["faces"] == [True, False]
+    assert out.ui["scores"][0] > 0.5 and out.args[1] == 0.0  # the FLOAT output must be a number
     assert out.ui["warnings"] == [
-        "no face found in image 2 of 2; scored 0.0 so an identity gate retries it with another seed"
+        "no face found in image 2 of 2; no score, so an identity gate retries it with another seed"
     ]
     assert "no face found in image 2 of 2" in caplog.text
     assert out.args[0] is images
