@@ -44,6 +44,7 @@ class Fleet:
         for name in self.workers:
             scheduler.set_healthy(name, False)  # until its worker says it is up
         self.down_since: dict[str, float] = dict.fromkeys(self.workers, now)
+        self.why_down: dict[str, str] = {}  # the last reason each server gave for being down
         self.none_since: float | None = None
         self.unusable: dict[str, Unusable] = {}
         self._heard: set[str] = set()
@@ -73,6 +74,7 @@ class Fleet:
         if slot.healthy or message.server not in self._heard:
             self.emit("server_down", server=message.server, reason=message.reason)
         self._heard.add(message.server)
+        self.why_down[message.server] = message.reason
         slot.healthy = False
         self.down_since.setdefault(message.server, time.monotonic())
 
@@ -108,9 +110,11 @@ class Fleet:
             self.none_since = now
         if now - self.none_since <= self.options.give_up_s:
             return None
+        # Say what they did answer: "answered 500 to POST /prompt" is not "not answering".
+        why = "".join(f"\n{reason}" for reason in self.why_down.values())
         return (
             f"no server answered for {self.options.give_up_s:.0f} s; the manifest is saved: run "
-            "the same command again to resume once a server is back"
+            f"the same command again to resume once a server is back{why}"
         )
 
     # -- stopping --------------------------------------------------------------------------

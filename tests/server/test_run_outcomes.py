@@ -152,3 +152,21 @@ def test_the_example_pack_runs_clean_on_the_test_world(
     assert set(by_scene) == {s.name for s in pack.scenes}
     report = build_report(out, price_per_hour=0.69)
     assert report.no_face_attempts == 0 and report.images == len(data["jobs"])
+
+
+def test_a_500_storm_that_does_not_end_stops_the_run_saying_what_the_server_answered(
+    comfy_server: ComfyServer, tmp_path: Path
+) -> None:
+    src = tmp_path / "src"
+    pack = load_pack(write_pack(src, [{"name": "storm", "prompt": "hail", "count": 1}]))
+    out = tmp_path / "out"
+    with TcpRelay(target_port=comfy_server.port) as relay:
+        relay.fail_next(status=500, count=10_000, match="POST /prompt")
+        server = ServerConfig.from_url(relay.url, env={})
+        summary = run_pack(pack, servers=[server], options=options(out, give_up_s=3.0))
+    assert summary.error is not None and "answered 500 to POST /prompt for" in summary.error
+    assert "relay: HTTP 500" in summary.error
+    job = manifest(out)["jobs"]["storm/001"]
+    # Never queued, so nothing to count against the job: it waits for the next run.
+    assert [a["status"] for a in job["attempts"]] == ["submitted"]
+    assert job["status"] == "submitted"
