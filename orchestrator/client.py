@@ -11,13 +11,14 @@ It does not follow progress (:mod:`orchestrator.client_socket`) or decide when a
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from .auth import ServerConfig
-from .client_files import Downloaded, Uploader, download
+from .client_files import Downloaded, Expect, Limits, Uploader, download, fetch_sidecar
 from .client_http import Ambiguous, HttpCore
 from .client_rejections import rejection
 from .client_results import (
@@ -299,7 +300,49 @@ class ComfyClient:
         return self._uploader.uploaded
 
     def download(
-        self, ref: OutputRef, dest_path: Path | str, *, not_found_s: float = 5.0
+        self,
+        ref: OutputRef,
+        dest_path: Path | str,
+        *,
+        not_found_s: float = 5.0,
+        limits: Limits | None = None,
+        cancel: threading.Event | None = None,
+        root: Path | None = None,
+        expect: Expect | None = None,
     ) -> Downloaded:
-        """Stream an output to ``dest_path`` (temp file + atomic rename): path, sha256, size."""
-        return download(self.http, ref, Path(dest_path), not_found_s=not_found_s)
+        """Stream an output to ``dest_path`` (temp file + atomic rename): path, sha256, size.
+
+        Bounded by ``limits``, stopped soon after ``cancel`` is set, no symbolic link followed
+        below ``root``, checked against ``expect``: see :func:`orchestrator.client_files.download`.
+        """
+        return download(
+            self.http,
+            ref,
+            Path(dest_path),
+            not_found_s=not_found_s,
+            limits=limits,
+            cancel=cancel,
+            root=root,
+            expect=expect,
+        )
+
+    def fetch_sidecar(
+        self,
+        ref: OutputRef,
+        *,
+        prompt_id: str,
+        image: str,
+        not_found_s: float = 5.0,
+        limits: Limits | None = None,
+        cancel: threading.Event | None = None,
+    ) -> tuple[bytes, dict[str, Any]]:
+        """The saver's sidecar of ``image`` once it provably is ``prompt_id``'s (raw, parsed)."""
+        return fetch_sidecar(
+            self.http,
+            ref,
+            prompt_id=prompt_id,
+            image=image,
+            not_found_s=not_found_s,
+            limits=limits,
+            cancel=cancel,
+        )

@@ -230,7 +230,7 @@ class RunLoop:
             return
         times = self.clocks.pop(message.prompt_id)
         if message.lost is not None or message.result is None:
-            ending = Ending("lost", error=message.lost or "no result")
+            ending = Ending("lost", error=message.lost or message.refused or "no result")
         else:
             attempt = self.state.attempt(flight.key, message.prompt_id)
             submitted = attempt.get("submitted_at") if attempt is not None else None

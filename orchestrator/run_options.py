@@ -27,8 +27,9 @@ class RunControl:
         self.presses = 0
 
     def interrupt(self) -> int:
-        """Like Ctrl-C: the 1st stops the run after the downloads under way, the 2nd also
-        cancels its prompts on the servers; returns how many times it was called."""
+        """Like Ctrl-C: the 1st stops the run after the downloads under way (one that stalls for
+        2 s is left to the next run), the 2nd also cancels its prompts on the servers; returns
+        how many times it was called."""
         self.presses += 1
         self.inbox.put(Interrupt(self.presses))
         return self.presses
@@ -52,6 +53,9 @@ class RunOptions:
     give_up_s: float = 600.0  # no server answering this long ends the run (resume later)
     connect_s: float = 60.0  # how long the first health check of the servers may take
     download_wait_s: float = 60.0  # a reported file may still be being written (404)
+    download_idle_s: float = 30.0  # a download that gets no byte this long is refused
+    download_deadline_s: float = 600.0  # one file taking longer than this is refused
+    download_max_mb: float | None = None  # cap per image; None: from the job's picture size
     contact_sheet: bool = True
     on_event: Callable[[RunEvent], None] | None = None
     control: RunControl | None = None
@@ -62,6 +66,10 @@ class RunOptions:
             raise ValueError("backlog and max_retries must be 0 or more")
         if min(self.poll_interval, self.probe_interval) <= 0:
             raise ValueError("poll_interval and probe_interval must be positive")
+        if min(self.download_idle_s, self.download_deadline_s) <= 0:
+            raise ValueError("download_idle_s and download_deadline_s must be positive")
+        if self.download_max_mb is not None and self.download_max_mb <= 0:
+            raise ValueError("download_max_mb must be positive (or None: from the job)")
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ from .client_wait import Completion, Lost
 from .errors import AuthError, CharpackError, PromptNotTaken, PromptRejected, ServerUnavailable
 from .events import Event
 from .packfile import IdentityGate
-from .run_files import Fetcher, Tracked
+from .run_files import DownloadRules, Fetcher, Tracked
 from .run_messages import (
     Adopt,
     Cancel,
@@ -85,6 +85,7 @@ class ServerWorker:
         poll_interval: float = 5.0,
         probe_interval: float = 2.0,
         download_wait_s: float = 60.0,
+        downloads: DownloadRules | None = None,
     ) -> None:
         self.config = config
         self.name = config.name
@@ -114,6 +115,7 @@ class ServerWorker:
             folder=folder,
             gate=gate,
             download_wait_s=download_wait_s,
+            rules=downloads,
         )
         self._up: bool | None = None
         self._stopping = False

@@ -52,6 +52,7 @@ from .pack_folder import (
 )
 from .packfile import Pack
 from .run_events import RunEvent
+from .run_files import download_rules
 from .run_loop import RunLoop
 from .run_messages import ServerDown, ServerUp, Unusable
 from .run_options import (
@@ -168,6 +169,7 @@ def _run_locked(
             poll_interval=options.poll_interval,
             probe_interval=options.probe_interval,
             download_wait_s=options.download_wait_s,
+            downloads=download_rules(state.jobs, options, prepared=workflow is not None),
         )
         for config in servers
     ]
