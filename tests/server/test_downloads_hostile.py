@@ -2,10 +2,11 @@
 
 What lands in the pack folder is decided by the job: a stream that never ends is cut at what the
 job can produce, a server that goes quiet is refused after the idle timeout, Ctrl-C stops a
-stalled download within two seconds (a cancel event: at once), names with NUL, other suffixes, thousands of outputs, another prompt's sidecar
-or a file that is not the one its sidecar describes are refused, and every refusal ends only
-that attempt (the job runs again; no thread dies, no ``.part`` stays). A symlinked folder in the
-pack folder is never written through, and a full disk (a real small tmpfs) says how much to free.
+stalled download within two seconds (a cancel event: at once), names with NUL, other suffixes,
+thousands of outputs, another prompt's sidecar or a file that is not the one its sidecar
+describes are refused, and every refusal ends only that attempt (the job runs again; no thread
+dies, no ``.part`` stays). A symlinked folder in the pack folder is never written through, and a
+full disk (a real small tmpfs) says how much to free and stops the run.
 """
 
 from __future__ import annotations
@@ -346,3 +347,21 @@ def test_a_full_disk_raises_disk_full_with_how_much_to_free_and_leaves_no_part(
     assert message.startswith(f"no space left on {small_disk} for {dest} — free ")
     assert " MB" in message
     assert parts_in(small_disk) == [] and not dest.exists()
+
+
+def test_a_full_disk_in_a_run_stops_it_without_generating_anything_again(
+    small_disk: Path, tmp_path: Path
+) -> None:
+    pack, job = one_job_pack(tmp_path)
+    big = os.urandom(3 << 20)  # a valid image for the job (its sidecar says so) that cannot fit
+    subfolder = f"{pack.name}/cafe"
+    server = HostileComfy(
+        outputs=lambda pid: server.saver_outputs(pid, subfolder, job.stem, image=big)
+    )
+    with server, pytest.raises(DiskFull, match="no space left on") as caught:
+        run(pack, server, small_disk / "out")
+    assert len(server.prompts) == 1, "a full disk is not a lost prompt: nothing regenerated"
+    assert parts_in(small_disk) == []
+    (entry,) = manifest(small_disk / "out")["jobs"].values()
+    assert entry["status"] == "submitted"  # the next run downloads it
+    assert " MB" in str(caught.value)
