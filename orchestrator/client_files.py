@@ -236,6 +236,12 @@ def fetch_sidecar(
         left = max(0.0, deadline - time.monotonic())
         _fetch(http, ref, data.extend, left, 3, limits, cancel, data.clear)
         meta = _sidecar_fields(bytes(data), label, what)
+        if "prompt_id" not in meta:  # an older saver: its names are not unique per prompt
+            raise OutputRefused(
+                f"{label}: {what} names no prompt, so it cannot be proven to be this attempt's "
+                "file; refused. The server's charpack nodes are older than this client: update "
+                "them to this client's version."
+            )
         theirs = meta.get("prompt_id")
         if theirs == prompt_id and meta.get("file") == image:
             return bytes(data), meta

@@ -270,6 +270,17 @@ def test_another_prompts_sidecar_is_waited_out_then_refused(tmp_path: Path) -> N
     assert images == []  # the image of a prompt that is not ours is never fetched
 
 
+def test_a_sidecar_that_names_no_prompt_is_refused_at_once_with_the_fix(tmp_path: Path) -> None:
+    pack, job = one_job_pack(tmp_path)
+    subfolder = f"{pack.name}/cafe"
+    server = HostileComfy(
+        outputs=lambda pid: server.saver_outputs(pid, subfolder, job.stem, sidecar_prompt="")
+    )
+    with server:  # download_wait_s stays 60 s: not waited out
+        errors = refused_run(pack, server, tmp_path / "out")
+    assert any("update them to this client's version" in e for e in errors), errors
+
+
 @pytest.mark.parametrize("change", ["other bytes", "a longer file"])
 def test_an_image_that_is_not_the_one_its_sidecar_describes_is_refused(
     tmp_path: Path, change: str

@@ -142,8 +142,8 @@ class HostileComfy:
         image: bytes | None = None, claimed: bytes | None = None,
     ) -> dict[str, Any]:  # fmt: skip
         """Outputs as CharpackSavePack reports them, with the files registered for ``/view``:
-        ``sidecar_prompt`` (default ``prompt_id``) is the prompt the sidecar names, ``claimed``
-        the bytes the sidecar describes (default: the image served)."""
+        ``sidecar_prompt`` (default ``prompt_id``; ``""``: none) is the prompt the sidecar names,
+        ``claimed`` the bytes the sidecar describes (default: the image served)."""
         image = png_bytes() if image is None else image
         claimed = image if claimed is None else claimed
         name = f"{stem}.{prompt_id}"
@@ -153,6 +153,8 @@ class HostileComfy:
             "sha256": hashlib.sha256(claimed).hexdigest(),
             "size": len(claimed),
         }
+        if sidecar_prompt == "":  # as the saver wrote it before it named the prompt
+            del sidecar["prompt_id"]
         self.files[(subfolder, f"{name}.png")] = image
         self.files[(subfolder, f"{name}.json")] = json.dumps(sidecar).encode()
         ref = {"subfolder": subfolder, "type": "output"}
