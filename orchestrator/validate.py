@@ -16,11 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from charpack_nodes.pipelines import PipelineSpec, catalog, evolve, is_link
+from charpack_nodes.pipelines.params import shown
 
 from .errors import PackError
 from .jobs import Job, iter_jobs
 from .objectinfo import InputSpec, ObjectInfo
 from .packfile import Pack
+from .packyaml import MAX_FILE_BYTES, describe_file
+
+MAX_WORKFLOW_BYTES = MAX_FILE_BYTES
 
 # Link types that accept any source type.
 _ANY = {"*"}
@@ -32,10 +36,10 @@ def validate_graph(graph: Mapping[str, Any], info: ObjectInfo) -> list[str]:
     has_output = False
     for node_id, node in graph.items():
         if not isinstance(node, Mapping) or "class_type" not in node:
-            findings.append(f"{node_id}: node has no class_type — every node needs one")
+            findings.append(f"{_cut(node_id)}: node has no class_type — every node needs one")
             continue
-        class_type = str(node["class_type"])
-        where = f"{node_id} ({class_type})"
+        class_type = _cut(str(node["class_type"]))
+        where = f"{_cut(node_id)} ({class_type})"
         if class_type in catalog.FORBIDDEN:
             findings.append(f"{where}: {class_type} is never used in charpack graphs — remove it")
         spec = info.get(class_type)
@@ -45,6 +49,10 @@ def validate_graph(graph: Mapping[str, Any], info: ObjectInfo) -> list[str]:
             continue
         has_output = has_output or spec.output_node
         inputs = node.get("inputs", {})
+        if not isinstance(inputs, Mapping):
+            got = shown(inputs)
+            findings.append(f"{where}: inputs must be an object of name: value, got {got}")
+            continue
         for name, ispec in spec.inputs.items():
             if name not in inputs:
                 if ispec.required:
@@ -54,7 +62,7 @@ def validate_graph(graph: Mapping[str, Any], info: ObjectInfo) -> list[str]:
         for name in inputs:
             if name not in spec.inputs:
                 findings.append(
-                    f"{where}: unknown input {name!r} (ComfyUI would ignore it) — "
+                    f"{where}: unknown input {shown(name)} (ComfyUI would ignore it) — "
                     f"inputs are: {', '.join(spec.inputs)}"
                 )
     if graph and not has_output:
@@ -103,6 +111,12 @@ def _shape(spec: PipelineSpec) -> PipelineSpec:
     return evolve(spec, prompt="", negative="", output=evolve(spec.output, scene="s", name="n"))
 
 
+def _cut(text: object) -> str:
+    """A node id or type as text, cut short: a hostile file's ids can be any length."""
+    out = str(text)
+    return out if len(out) <= 80 else out[:79] + "…"
+
+
 def _provider(class_type: str) -> str:
     spec = catalog.get(class_type)
     return f"the {spec.pack} node pack" if spec else "the node pack that provides it"
@@ -115,30 +129,31 @@ def _check_value(
     if is_link(value):
         return _check_link(where, ispec, value, graph, info)
     if not ispec.accepts_literal:
-        return [f"{where}: input {name!r} needs a link from a {ispec.type} output, got {value!r}"]
+        got = shown(value)
+        return [f"{where}: input {name!r} needs a link from a {ispec.type} output, got {got}"]
     if ispec.type == "COMBO":
         if ispec.choices and value not in ispec.choices:
-            shown = ", ".join(map(str, ispec.choices[:12]))
+            listed = ", ".join(map(str, ispec.choices[:12]))
             more = " …" if len(ispec.choices) > 12 else ""
-            return [f"{where}: {name}: {value!r} is not one of: {shown}{more}"]
+            return [f"{where}: {name}: {shown(value)} is not one of: {listed}{more}"]
         return []
     if ispec.type == "BOOLEAN":
         if not isinstance(value, bool):
-            return [f"{where}: {name}: must be true or false, got {value!r}"]
+            return [f"{where}: {name}: must be true or false, got {shown(value)}"]
         return []
     if ispec.type == "STRING":
         if not isinstance(value, str):
-            return [f"{where}: {name}: must be text, got {value!r}"]
+            return [f"{where}: {name}: must be text, got {shown(value)}"]
         return []
     if ispec.type == "INT" and (isinstance(value, bool) or not isinstance(value, int)):
-        return [f"{where}: {name}: must be a whole number, got {value!r}"]
+        return [f"{where}: {name}: must be a whole number, got {shown(value)}"]
     if ispec.type == "FLOAT" and (isinstance(value, bool) or not isinstance(value, (int, float))):
-        return [f"{where}: {name}: must be a number, got {value!r}"]
+        return [f"{where}: {name}: must be a number, got {shown(value)}"]
     lo, hi = ispec.options.get("min"), ispec.options.get("max")
     if lo is not None and value < lo:
-        return [f"{where}: {name}: {value!r} is below the minimum {lo} — raise it"]
+        return [f"{where}: {name}: {shown(value)} is below the minimum {lo} — raise it"]
     if hi is not None and value > hi:
-        return [f"{where}: {name}: {value!r} is above the maximum {hi} — lower it"]
+        return [f"{where}: {name}: {shown(value)} is above the maximum {hi} — lower it"]
     return []
 
 
@@ -147,14 +162,16 @@ def _check_link(
 ) -> list[str]:
     source_id, index = link
     source = graph.get(source_id)
-    if source is None:
-        return [f"{where}: input {ispec.name!r} links to node {source_id!r}, which does not exist"]
+    if not isinstance(source, Mapping):
+        return [
+            f"{where}: input {ispec.name!r} links to node {shown(source_id)}, which does not exist"
+        ]
     source_info = info.get(str(source.get("class_type")))
     if source_info is None:
         return []  # reported on the source node itself
     if not 0 <= index < len(source_info.outputs):
         return [
-            f"{where}: input {ispec.name!r} links to output {index} of {source_id} "
+            f"{where}: input {ispec.name!r} links to output {index} of {_cut(source_id)} "
             f"({source_info.class_type}), which has {len(source_info.outputs)} outputs"
         ]
     out_type = source_info.outputs[index]
@@ -163,7 +180,7 @@ def _check_link(
         return []
     if set(out_type.split(",")).isdisjoint(want.split(",")):
         return [
-            f"{where}: input {ispec.name!r} expects {want} but {source_id} "
+            f"{where}: input {ispec.name!r} expects {want} but {_cut(source_id)} "
             f"({source_info.class_type}) output {index} is {out_type}"
         ]
     return []
@@ -176,12 +193,31 @@ def load_api_workflow(path: Path) -> dict[str, Any]:
     Raises :class:`PackError` naming the file and the fix for anything else, a UI-format
     workflow (ComfyUI's plain "Save") included.
     """
+    problem = describe_file(path)
+    if problem is not None:
+        raise PackError(f"{path}: {problem} — give an API-format workflow (JSON)")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        with path.open("rb") as fh:
+            raw = fh.read(MAX_WORKFLOW_BYTES + 1)
     except OSError as exc:
         raise PackError(f"{path}: cannot read the file ({exc.strerror}) — check the path") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise PackError(f"{path}: not valid JSON ({exc}) — give an API-format workflow") from None
+    if len(raw) > MAX_WORKFLOW_BYTES:
+        raise PackError(
+            f"{path}: larger than {MAX_WORKFLOW_BYTES // 2**20} MiB — a workflow is a few hundred "
+            "KB; give an API-format workflow"
+        )
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except ValueError as exc:  # not UTF-8, not JSON, or a number too long to convert
+        reason = str(exc)
+        reason = reason if len(reason) <= 200 else reason[:199] + "…"
+        raise PackError(
+            f"{path}: not valid JSON ({reason}) — give an API-format workflow"
+        ) from None
+    except RecursionError:
+        raise PackError(
+            f"{path}: nested too deeply to be a workflow — give an API-format workflow"
+        ) from None
     if isinstance(data, dict) and isinstance(data.get("prompt"), dict):
         data = data["prompt"]  # a POST /prompt body
     if isinstance(data, dict) and isinstance(data.get("nodes"), list):

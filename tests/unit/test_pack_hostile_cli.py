@@ -80,6 +80,23 @@ CASES: dict[str, str | bytes] = {
 }
 
 
+# `charpack validate` also takes one API-format workflow (JSON): the same promise holds there.
+JSON_CASES: dict[str, str | bytes] = {
+    "JSON garbage": garbage(3, 2048),
+    "JSON nested 100,000 deep": "[" * 100_000 + "]" * 100_000,
+    "JSON with a 5000-digit number": '{"1": {"class_type": "KSampler", "inputs": {"seed": '
+    + "9" * 5000
+    + "}}}",
+    "JSON inputs as a list": '{"1": {"class_type": "KSampler", "inputs": [1, 2]}}',
+    "JSON link to a non-node": '{"0": 5, "1": {"class_type": "VAEDecode", "inputs": '
+    '{"vae": ["0", 0], "samples": ["nowhere", 99]}}}',
+    "JSON a huge type name": '{"1": {"class_type": "' + "K" * 100_000 + '", "inputs": {}}}',
+    "JSON a huge value": '{"1": {"class_type": "KSampler", "inputs": {"sampler_name": "'
+    + "x" * 100_000
+    + '"}}}',
+}
+
+
 def limit_memory() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
 
@@ -107,7 +124,8 @@ def check(name: str, path: Path, run: Callable[[Path], subprocess.CompletedProce
     if not lines[0].startswith("error: "):
         return f"{name}: first line {lines[0][:200]!r}"
     for line in lines:
-        if not line.removeprefix("error: ").startswith(str(path)) and not line.startswith("…"):
+        named = line.removeprefix("error: ").startswith((str(path), path.name))
+        if not named and not line.startswith("…"):
             return f"{name}: a line that does not name the file: {line[:200]!r}"
         if len(line) > len(str(path)) + 400:
             return f"{name}: a line of {len(line)} characters"
@@ -118,8 +136,10 @@ def check(name: str, path: Path, run: Callable[[Path], subprocess.CompletedProce
 def hostile_dir(tmp_path: Path) -> Path:
     Image.new("RGB", (48, 48), (205, 160, 130)).save(tmp_path / "face.png")
     (tmp_path / "notes.png").write_text("not a picture")
-    for index, content in enumerate(CASES.values()):
-        path = tmp_path / f"case{index:02d}.yaml"
+    files = [f"case{i:02d}.yaml" for i in range(len(CASES))]
+    files += [f"case{i:02d}.json" for i in range(len(JSON_CASES))]
+    for name, content in zip(files, [*CASES.values(), *JSON_CASES.values()], strict=True):
+        path = tmp_path / name
         if isinstance(content, bytes):
             path.write_bytes(content)
         else:
@@ -128,9 +148,13 @@ def hostile_dir(tmp_path: Path) -> Path:
 
 
 def test_no_hostile_pack_file_gets_a_traceback(hostile_dir: Path) -> None:
+    (hostile_dir / "folder.json").mkdir()
     paths = [hostile_dir / f"case{i:02d}.yaml" for i in range(len(CASES))]
+    paths += [hostile_dir / f"case{i:02d}.json" for i in range(len(JSON_CASES))]
     paths += [hostile_dir, Path("/dev/null"), hostile_dir / "absent.yaml"]
-    names = [*CASES, "a directory", "a device", "a missing file"]
+    paths += [hostile_dir / "folder.json", hostile_dir / "absent.json"]
+    names = [*CASES, *JSON_CASES, "a directory", "a device", "a missing file"]
+    names += ["a directory named .json", "a missing .json"]
     with ThreadPoolExecutor(max_workers=2) as pool:  # the processes run two at a time
         wrong = list(pool.map(check, names, paths, [validate] * len(paths)))
     assert [w for w in wrong if w] == []
