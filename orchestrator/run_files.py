@@ -207,6 +207,11 @@ def plan(
                 f"{server} reported {ref.filename[:80]!r} as one of the prompt's {ref.key}; "
                 f"the job makes {suffix} files only; refused."
             )
+        if ref.type != "output":
+            raise OutputRefused(
+                f"{server} reported {ref.filename[:80]!r} from its {ref.type[:20]!r} folder; "
+                "the job's files are in its output folder; refused."
+            )
         if expected.subfolder is not None and ref.subfolder != expected.subfolder:
             raise OutputRefused(
                 f"{server} reported {ref.filename[:80]!r} in {ref.subfolder[:80]!r}; the job "

@@ -237,6 +237,17 @@ def test_the_server_never_chooses_the_suffix(tmp_path: Path) -> None:
     assert server.views == []  # refused before anything was fetched
 
 
+def test_a_file_from_another_folder_of_the_server_is_refused(tmp_path: Path) -> None:
+    pack, _job = one_job_pack(tmp_path)
+    outputs = image_only(f"{pack.name}/cafe", "a.png")
+    outputs["save.run"]["images"][0]["type"] = "input"  # /view?type=input: the uploads
+    server = HostileComfy(outputs=lambda pid: outputs)
+    with server:
+        errors = refused_run(pack, server, tmp_path / "out")
+    assert any("from its 'input' folder" in e for e in errors), errors
+    assert server.views == []
+
+
 def test_two_thousand_outputs_for_one_job_are_refused(tmp_path: Path) -> None:
     pack, _job = one_job_pack(tmp_path)
     names = [f"img_{i:04d}.png" for i in range(2000)]
