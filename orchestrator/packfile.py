@@ -248,6 +248,7 @@ class _Checker:
         self.model = model
         self.raw = raw
         self.problems: list[str] = []
+        self.pictures: dict[Path, tuple[str, str] | None] = {}
 
     def fail(self, field: str, problem: str, fix: str) -> None:
         self.problems.append(f"{self.label}: {field}: {problem} — {fix}")
@@ -317,16 +318,11 @@ class _Checker:
         if path.suffix.lower() not in IMAGE_SUFFIXES:
             self.fail(field, f"{name} is not an image file", "use a PNG, JPEG or WebP file")
             return None
-        try:
-            read_picture(path)
-        except PictureRefused as refused:
-            if refused.problem.startswith("cannot be read"):
-                self.fail(field, f"cannot read {name} as an image", "re-export it as PNG or JPEG")
-            else:
-                self.fail(field, f"{name} {refused.problem}", refused.fix)
-            return None
-        except OSError as exc:
-            self.fail(field, f"cannot read {name} ({exc.strerror})", "check the file")
+        if path not in self.pictures:  # many scenes may share one init or pose picture
+            self.pictures[path] = _picture_problem(path)
+        refused = self.pictures[path]
+        if refused is not None:
+            self.fail(field, refused[0].replace("\0", name), refused[1])
             return None
         return path
 
@@ -497,6 +493,19 @@ def _pose_changes(p: PoseModel) -> dict[str, Any]:
         "end_percent": p.end_percent,
         "preprocess": p.preprocess,
     }
+
+
+def _picture_problem(path: Path) -> tuple[str, str] | None:
+    """(what is wrong, with NUL standing for the file's name; the fix) or None."""
+    try:
+        read_picture(path)
+    except PictureRefused as refused:
+        if refused.problem.startswith("cannot be read"):
+            return "cannot read \0 as an image", "re-export it as PNG or JPEG"
+        return f"\0 {refused.problem}", refused.fix
+    except OSError as exc:
+        return f"cannot read \0 ({exc.strerror})", "check the file"
+    return None
 
 
 def _path_text(rel: str) -> str:
