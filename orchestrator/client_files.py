@@ -9,9 +9,10 @@ then renamed into place. The server may still be writing a file it has just repo
 A server is never trusted with what lands on disk. Every download is bounded (:class:`Limits`:
 bytes, seconds without a byte, seconds in all) and cancellable: a watchdog thread shuts the
 socket down the moment the cancel event is set or a bound is passed, so no blocking read
-outlives it by more than ``TICK_S``. While a run stops (``Limits.stopping``, the first Ctrl-C) a
-download that is making progress finishes, one that gets no byte for ``STOPPING_IDLE_S`` is
-cancelled. Names the server reports are checked (no control
+outlives it by more than ``TICK_S``. While a run stops (``Limits.stopping``, the first Ctrl-C)
+the downloads under way have ``STOP_GRACE_S`` from the Ctrl-C to finish; what is still coming
+then is cancelled and left to the next run, so Ctrl-C takes effect within seconds whatever the
+server sends. Names the server reports are checked (no control
 characters, no path parts) and never become local names; the temporary file is
 ``.<name>.<8 hex>.part``, created with ``O_EXCL | O_NOFOLLOW`` inside folders opened one by one
 without following symbolic links, and removed on every failure. A full disk raises
@@ -52,7 +53,22 @@ CHUNK = 1 << 20
 MB = 1 << 20
 TICK_S = 0.1  # how often the watchdog looks at a download (cancel, idle, deadline)
 HEADER_TICK_S = 2.0  # read timeout while waiting for /view's headers (retried up to idle_s)
-STOPPING_IDLE_S = 2.0  # while the run stops, a download this long without a byte is cancelled
+STOP_GRACE_S = 2.0  # after the first Ctrl-C, downloads under way get this long to finish
+
+
+class StopSignal(threading.Event):
+    """The first Ctrl-C, seen by every download of a server: remembers when it was set, so the
+    grace is counted from the Ctrl-C, not from the start of each download after it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.since: float | None = None
+
+    def set(self) -> None:
+        if self.since is None:
+            self.since = time.monotonic()
+        super().set()
+
 SIDECAR_MAX_BYTES = 4 * MB
 _QUOTA_ERRNOS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -68,7 +84,7 @@ class Limits:
     idle_s: float = 30.0
     deadline_s: float = 600.0
     cap_is: str = "what this job can produce"  # what max_bytes stands for, in messages
-    stopping: threading.Event | None = field(default=None, compare=False)
+    stopping: StopSignal | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -529,9 +545,10 @@ def _open_view(
         _pause(cancel, http.delay(failures - 1))
 
 
-def _stopped(limits: Limits, idle_s: float) -> bool:
-    """True when the run stops and the server has been silent too long to wait for."""
-    return limits.stopping is not None and limits.stopping.is_set() and idle_s >= STOPPING_IDLE_S
+def _stopped(limits: Limits, now: float) -> bool:
+    """True when the run stops and the grace since the Ctrl-C has run out."""
+    stop = limits.stopping
+    return stop is not None and stop.since is not None and now - stop.since >= STOP_GRACE_S
 
 
 def _socket_of(response: requests.Response) -> socket.socket | None:
@@ -580,7 +597,7 @@ class _Watchdog:
             now = time.monotonic()
             if self.cancel is not None and self.cancel.is_set():
                 self.reason = "cancel"
-            elif _stopped(limits, now - self.last):
+            elif _stopped(limits, now):
                 self.reason = "cancel"  # the next run downloads it
             elif now - self.last >= limits.idle_s:
                 self.reason = f"no byte came for {limits.idle_s:.0f} s"

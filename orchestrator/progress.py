@@ -175,7 +175,7 @@ class RichProgress:
 
     def _on_stopping(self, d: dict[str, Any]) -> None:
         self._say(
-            "[yellow]stopping:[/] finishing the downloads under way, then saving the "
+            "[yellow]stopping:[/] finishing the downloads under way (2 s at most), then saving the "
             "manifest; the prompts already queued keep running on the servers and the next "
             "run collects them. Press Ctrl-C again to cancel them on the servers."
         )

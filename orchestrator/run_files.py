@@ -16,10 +16,10 @@ attempt's: its sidecar (written by the saver last) must name this prompt and the
 image's sha256 and size must match it. Anything else is refused
 (:class:`~orchestrator.errors.OutputRefused`, reported as ``Finished(refused=...)``: the job
 runs again as after a lost prompt); a full disk is reported as ``Finished(disk_full=...)``.
-A first Ctrl-C (:meth:`Fetcher.drain`) lets the downloads under way finish while they make
-progress; one that gets no byte for ``STOPPING_IDLE_S`` is dropped, as is every download at
-:meth:`Fetcher.close` (a third Ctrl-C), within a fraction of a second: nothing is reported for
-it, so the attempt stays submitted and the next run downloads it.
+A first Ctrl-C (:meth:`Fetcher.drain`) gives the downloads under way ``STOP_GRACE_S`` to
+finish; what is still coming then is dropped, as is every download at :meth:`Fetcher.close` (a
+third Ctrl-C), within a fraction of a second: nothing is reported for it, so the attempt stays
+submitted and the next run downloads it.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from .client_files import (
     DownloadCancelled,
     Expect,
     Limits,
+    StopSignal,
     check_ref,
     write_file,
 )
@@ -135,7 +136,7 @@ class DownloadRules:
     def of(self, key: str) -> Expected:
         return self.expect(key) if self.expect is not None else self.fallback
 
-    def limits(self, max_bytes: int, stopping: threading.Event | None = None) -> Limits:
+    def limits(self, max_bytes: int, stopping: StopSignal | None = None) -> Limits:
         return Limits(
             max_bytes=max_bytes,
             idle_s=self.idle_s,
@@ -254,7 +255,7 @@ class Fetcher:
         self.folder = folder
         self.gate = gate
         self.rules = rules or DownloadRules(wait_s=download_wait_s)
-        self.stopping = threading.Event()  # the first Ctrl-C: drop a download that stalls
+        self.stopping = StopSignal()  # the first Ctrl-C: downloads get STOP_GRACE_S to finish
         self.cancel = threading.Event()  # closing: drop the download under way at once
         self.jobs: queue.Queue[Any] = queue.Queue()
         self.thread = threading.Thread(target=self._run, name=f"charpack-dl-{server}", daemon=True)
@@ -263,8 +264,8 @@ class Fetcher:
         self.jobs.put((tracked, result))
 
     def drain(self) -> None:
-        """Report :class:`Drained` once the downloads queued so far are done; from now on a
-        download without a byte for ``STOPPING_IDLE_S`` is dropped (left to the next run)."""
+        """Report :class:`Drained` once the downloads queued so far are done; what has not
+        arrived ``STOP_GRACE_S`` after this is dropped (left to the next run)."""
         self.stopping.set()
         self.jobs.put(Drain())
 

@@ -27,8 +27,8 @@ class RunControl:
         self.presses = 0
 
     def interrupt(self) -> int:
-        """Like Ctrl-C: the 1st stops the run after the downloads under way (one that stalls for
-        2 s is left to the next run), the 2nd also cancels its prompts on the servers; returns
+        """Like Ctrl-C: the 1st stops the run after the downloads under way (what has not arrived
+        2 s later is left to the next run), the 2nd also cancels its prompts on the servers; returns
         how many times it was called."""
         self.presses += 1
         self.inbox.put(Interrupt(self.presses))

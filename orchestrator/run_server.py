@@ -16,8 +16,8 @@ a slow or dead server never holds up the others or the runner:
 
 It decides nothing about jobs: every outcome goes to the runner's inbox as a message
 (:class:`Posted`, :class:`Finished` …) and the runner records it. After a first Ctrl-C it stops
-taking outcomes and finishes the downloads under way (:class:`Drained`); after a second it also
-cancels its prompts on the server (:class:`Cancelled`).
+taking outcomes and gives the downloads under way a short grace to finish (:class:`Drained`);
+after a second it also cancels its prompts on the server (:class:`Cancelled`).
 """
 
 from __future__ import annotations

@@ -15,9 +15,9 @@ pack folder is touched. The pack folder is locked for the whole run
 over), a symbolic link where the run writes is refused, and the temp files a killed run left are
 removed. A full disk stops the run as one Ctrl-C does and raises
 :class:`~orchestrator.errors.DiskFull` saying how much to free. Ctrl-C (SIGINT, in the main
-thread) or :meth:`RunControl.interrupt`: the first finishes the downloads under way, saves the
-manifest and returns; the second also cancels this run's prompts on the servers; a third raises
-``KeyboardInterrupt`` at once.
+thread) or :meth:`RunControl.interrupt`: the first gives the downloads under way 2 s to finish,
+saves the manifest and returns; the second also cancels this run's prompts on the servers; a
+third raises ``KeyboardInterrupt`` at once.
 
 ``workflow=`` swaps the pack's pipeline graph for a prepared one per attempt, everything else
 unchanged (scheduling, posting, waiting, downloads, manifest): ``bench/`` uses it to measure the

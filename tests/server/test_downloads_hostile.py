@@ -1,8 +1,9 @@
 """Downloads from a server that answers like ComfyUI but is hostile (tests/support/hostile_comfy).
 
 What lands in the pack folder is decided by the job: a stream that never ends is cut at what the
-job can produce, a server that goes quiet is refused after the idle timeout, Ctrl-C stops a
-stalled download within two seconds (a cancel event: at once), names with NUL, other suffixes,
+job can produce, a server that goes quiet is refused after the idle timeout, Ctrl-C stops any
+download, stalled or trickling forever, within about two seconds (a cancel event: at once),
+names with NUL, other suffixes,
 thousands of outputs, another prompt's sidecar or a file that is not the one its sidecar
 describes are refused, and every refusal ends only that attempt (the job runs again; no thread
 dies, no ``.part`` stays). A symlinked folder in the pack folder is never written through, and a
@@ -152,15 +153,16 @@ def test_a_download_slower_than_its_deadline_is_refused(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
-def test_ctrl_c_stops_a_stalled_download_and_the_next_run_gets_the_image(
-    tmp_path: Path,
+@pytest.mark.parametrize("every_s", [20.0, 0.05], ids=["stalled", "never-ending-trickle"])
+def test_ctrl_c_stops_a_download_within_seconds_and_the_next_run_gets_the_image(
+    tmp_path: Path, every_s: float
 ) -> None:
     pack, job = one_job_pack(tmp_path)
     out = tmp_path / "out"
     subfolder = f"{pack.name}/cafe"
     server = HostileComfy(outputs=lambda pid: server.saver_outputs(pid, subfolder, job.stem))
     honest = server.view
-    server.view = trickle(server, every_s=20.0)
+    server.view = trickle(server, every_s=every_s)  # stalled, or bytes forever but never idle
     control = RunControl()
     downloading = threading.Event()
 
@@ -183,7 +185,7 @@ def test_ctrl_c_stops_a_stalled_download_and_the_next_run_gets_the_image(
         )
         thread.start()
         thread.join(RUN_LIMIT_S)  # the idle timeout (600 s) is not what ends it
-        assert not thread.is_alive(), "Ctrl-C did not stop the stalled download"
+        assert not thread.is_alive(), "Ctrl-C did not stop the download"
         stopped_s = time.monotonic() - started
         summary = box["s"]
         assert summary.interrupted and downloading.is_set()
