@@ -69,6 +69,7 @@ class StopSignal(threading.Event):
             self.since = time.monotonic()
         super().set()
 
+
 SIDECAR_MAX_BYTES = 4 * MB
 _QUOTA_ERRNOS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC

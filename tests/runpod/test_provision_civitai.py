@@ -107,9 +107,7 @@ def test_a_file_that_is_not_the_one_civitai_lists_is_deleted_and_reported(
     assert list((volume / "ComfyUI/models/checkpoints").iterdir()) == []
 
 
-def test_a_file_of_another_size_than_civitai_lists_is_refused(
-    provision, volume, civitai, manifest
-):
+def test_a_file_of_another_size_than_civitai_lists_is_refused(provision, volume, civitai, manifest):
     civitai.add_version(
         XL3, [VersionFile("bigLove_xl3.safetensors", CKPT, listed_kb=len(CKPT) / 1024 + 5)]
     )
@@ -124,9 +122,7 @@ def test_a_file_of_another_size_than_civitai_lists_is_refused(
 def test_a_version_without_a_safetensors_file_is_refused_before_any_download(
     provision, volume, civitai, manifest
 ):
-    civitai.add_version(
-        XL3, [VersionFile("bigLove_xl3.ckpt", CKPT, format="PickleTensor")]
-    )
+    civitai.add_version(XL3, [VersionFile("bigLove_xl3.ckpt", CKPT, format="PickleTensor")])
 
     run = _run(provision, manifest, civitai, "--civitai-version", f"biglove_xl={XL3}")
 
@@ -157,13 +153,12 @@ def test_no_chosen_version_says_how_to_choose_and_asks_nothing(
     assert file_server.requests == []
 
 
-def test_unknown_or_foreign_versions_and_bad_choices_are_clear_errors(
-    provision, civitai, manifest
-):
+def test_unknown_or_foreign_versions_and_bad_choices_are_clear_errors(provision, civitai, manifest):
     missing = _run(provision, manifest, civitai, "--civitai-version", "biglove_xl=999")
-    assert "CivitAI has no published version 999 (HTTP 404)" in missing.outcome(
-        "model", "biglove_xl"
-    )["detail"]
+    assert (
+        "CivitAI has no published version 999 (HTTP 404)"
+        in missing.outcome("model", "biglove_xl")["detail"]
+    )
 
     civitai.add_version(42, [VersionFile("other.safetensors", CKPT)], model_id=1234)
     foreign = _run(provision, manifest, civitai, "--civitai-version", "biglove_xl=42")
