@@ -186,10 +186,13 @@ def judge(
         attempt["status"] = "lost"
         lost = sum(a.get("status") == "lost" for a in budget(entry))
         if lost >= LOST_LIMIT:
+            # Say the last reason: a refused download is no server restart.
+            why = f"; the last time: {ending.error}" if ending.error else ""
             return Decision(
                 "failed",
-                message=f"lost {lost} times: its server restarted or could not be reached on "
-                "every try; check the server's log (a job that crashes it?)",
+                message=f"lost {lost} times{why}. Its server restarted, could not be reached or "
+                "sent files that were refused on every try; check the server's log (a job that "
+                "crashes it?)",
             )
         return Decision("requeue", seed=next_seed(), message=ending.error or "prompt lost")
     if ending.status == "error":

@@ -93,6 +93,8 @@ def refused_run(pack: Pack, server: HostileComfy, out: Path, **changes: Any) -> 
     assert summary.counts["failed"] == 1, summary
     assert len(server.prompts) > 1, "a refused attempt is run again (a new prompt each time)"
     assert files_in(out) == [] and parts_in(out) == []
+    (entry,) = manifest(out)["jobs"].values()
+    assert "refused" in entry["error"], entry["error"]  # said as it is, not "server restarted"
     return attempt_errors(out)
 
 
