@@ -119,7 +119,8 @@ _LOGGERS = (
     *(f"urllib3.{m}" for m in ("connectionpool", "connection", "poolmanager", "response")),
     "urllib3", "urllib3.util.retry", "requests", "websocket",
     *(f"orchestrator.{m}" for m in ("auth", "client", "client_http", "client_files",
-                                      "client_socket", "client_wait", "events")),
+                                      "client_downloads", "client_socket", "client_wait",
+                                      "events")),
 )  # fmt: skip
 
 

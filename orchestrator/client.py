@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from .auth import ServerConfig
-from .client_files import Downloaded, Expect, Limits, Uploader, download, fetch_sidecar
+from .client_downloads import Downloaded, Expect, Limits, download, fetch_sidecar
+from .client_files import Uploader
 from .client_http import Ambiguous, HttpCore
 from .client_rejections import rejection
 from .client_results import (
@@ -313,7 +314,8 @@ class ComfyClient:
         """Stream an output to ``dest_path`` (temp file + atomic rename): path, sha256, size.
 
         Bounded by ``limits``, stopped soon after ``cancel`` is set, no symbolic link followed
-        below ``root``, checked against ``expect``: see :func:`orchestrator.client_files.download`.
+        below ``root``, checked against ``expect``: see
+        :func:`orchestrator.client_downloads.download`.
         """
         return download(
             self.http,

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from .client import ComfyClient
-from .client_files import (
+from .client_downloads import (
     SIDECAR_MAX_BYTES,
     DownloadCancelled,
     Expect,

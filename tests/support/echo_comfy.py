@@ -17,25 +17,16 @@ It is not ComfyUI: ComfyUI's own behaviour is tested against the real server.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import re
 import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-_WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+from .loopback import LoopbackServer, QuietHandler, ws_frame
+
 _FILENAME = re.compile(rb'filename="([^"]+)"')
-
-
-def _frame(text: str) -> bytes:
-    payload = text.encode()
-    if len(payload) < 126:
-        return bytes([0x81, len(payload)]) + payload
-    return bytes([0x81, 126]) + len(payload).to_bytes(2, "big") + payload
 
 
 def _scene(graph: Any) -> str:
@@ -45,7 +36,7 @@ def _scene(graph: Any) -> str:
     return ""
 
 
-class EchoComfy:
+class EchoComfy(LoopbackServer):
     """See the module docstring. ``posts`` counts ``POST /prompt`` per scene."""
 
     def __init__(self, *, storm: int = 3) -> None:
@@ -56,38 +47,25 @@ class EchoComfy:
         self._lock = threading.Lock()
         outer = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-                pass
-
+        class Handler(QuietHandler):
             def echo(self) -> str:
                 return f"Authorization: {self.headers.get('Authorization')}; request {self.path}"
-
-            def _reply(self, status: int, body: Any) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
 
             def do_GET(self) -> None:  # noqa: N802
                 path = self.path.split("?", 1)[0]
                 if self.headers.get("Upgrade", "").lower() == "websocket":
                     self._upgrade()
                 elif path == "/system_stats":
-                    self._reply(200, {"system": {"comfyui_version": "0.3.75"}, "devices": []})
+                    self.reply({"system": {"comfyui_version": "0.3.75"}, "devices": []})
                 elif path == "/queue":
-                    self._reply(200, {"queue_running": [], "queue_pending": []})
+                    self.reply({"queue_running": [], "queue_pending": []})
                 elif path.startswith("/history/"):
                     pid = path.rsplit("/", 1)[1]
                     with outer._lock:
                         entry = outer.history.get(pid)
-                    self._reply(200, {pid: entry} if entry else {})
+                    self.reply({pid: entry} if entry else {})
                 else:
-                    self._reply(404, {"error": f"no route {path}"})
+                    self.reply({"error": f"no route {path}"}, status=404)
 
             def do_POST(self) -> None:  # noqa: N802
                 path = self.path.split("?", 1)[0]
@@ -95,11 +73,11 @@ class EchoComfy:
                 if path == "/upload/image":
                     found = _FILENAME.search(body)
                     name = found.group(1).decode() if found else f"{uuid.uuid4().hex}.png"
-                    self._reply(200, {"name": name, "subfolder": "", "type": "input"})
+                    self.reply({"name": name, "subfolder": "", "type": "input"})
                 elif path == "/prompt":
                     self._prompt(json.loads(body))
                 else:
-                    self._reply(200, {})
+                    self.reply({})
 
             def _prompt(self, body: dict[str, Any]) -> None:
                 scene = _scene(body.get("prompt"))
@@ -107,11 +85,11 @@ class EchoComfy:
                 with outer._lock:
                     outer.posts[scene] = n = outer.posts.get(scene, 0) + 1
                 if scene == "storm" and n <= outer.storm:
-                    self._reply(500, {"error": f"upstream failed; {self.echo()}"})
+                    self.reply({"error": f"upstream failed; {self.echo()}"}, status=500)
                 elif scene == "storm":
                     error = {"type": "custom_validation_failed", "message": self.echo(),
                              "details": self.echo(), "extra_info": {}}  # fmt: skip
-                    self._reply(400, {
+                    self.reply(status=400, body={
                         "error": {"type": "prompt_outputs_failed_validation",
                                   "message": f"Prompt outputs failed validation: {self.echo()}",
                                   "details": self.echo()},
@@ -130,59 +108,29 @@ class EchoComfy:
                                      ["execution_error", failure]]}}  # fmt: skip
                     with outer._lock:
                         outer.history[pid] = entry
-                    self._reply(200, {"prompt_id": pid, "number": n, "node_errors": {}})
+                    self.reply({"prompt_id": pid, "number": n, "node_errors": {}})
                     done = {"type": "executing", "data": {"node": None, "prompt_id": pid}}
                     outer._broadcast(json.dumps(done))
 
             def _upgrade(self) -> None:
-                key = self.headers["Sec-WebSocket-Key"] + _WS_GUID
-                accept = base64.b64encode(hashlib.sha1(key.encode()).digest()).decode()
-                self.send_response(101)
-                self.send_header("Upgrade", "websocket")
-                self.send_header("Connection", "Upgrade")
-                self.send_header("Sec-WebSocket-Accept", accept)
-                self.end_headers()
                 status = {"type": "status", "data": {"status": {"exec_info": {}}, "sid": "e"}}
-                self.wfile.write(_frame(json.dumps(status)))
-                self.wfile.flush()
+                self.accept_websocket(status)
                 with outer._lock:
                     outer._sockets.append(self.wfile)
                 try:
-                    while self.rfile.read1(65536):  # hold the socket until the client leaves
-                        pass
-                except OSError:
-                    pass
+                    self.hold_socket()
                 finally:
                     with outer._lock:
                         outer._sockets.remove(self.wfile)
-                self.close_connection = True
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        self.port = self._httpd.server_address[1]
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-        )
+        super().__init__(Handler)
 
     def _broadcast(self, text: str) -> None:
         with self._lock:
             sockets = list(self._sockets)
         for wfile in sockets:
             try:
-                wfile.write(_frame(text))
+                wfile.write(ws_frame(text))
                 wfile.flush()
             except OSError:
                 pass
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> EchoComfy:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(5)

@@ -21,11 +21,12 @@ import json
 import threading
 import time
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 from PIL import Image
+
+from .loopback import LoopbackServer, QuietHandler
 
 Outputs = Callable[[str], dict[str, Any]]
 View = Callable[[Any, dict[str, str]], None]
@@ -38,7 +39,7 @@ def png_bytes(width: int = 64, height: int = 96, seed: int = 0) -> bytes:
     return buffer.getvalue()
 
 
-class HostileComfy:
+class HostileComfy(LoopbackServer):
     """See the module docstring; ``with HostileComfy(outputs=...) as server: server.url``."""
 
     def __init__(self, *, outputs: Outputs, view: View | None = None) -> None:
@@ -52,12 +53,7 @@ class HostileComfy:
         self._lock = threading.Lock()
         outer = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-                pass
-
+        class Handler(QuietHandler):
             def do_GET(self) -> None:  # noqa: N802
                 url = urlparse(self.path)
                 if url.path == "/system_stats":
@@ -90,24 +86,7 @@ class HostileComfy:
                 else:
                     self.reply({})
 
-            def reply(self, body: Any, status: int = 200) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        self.port = self._httpd.server_address[1]
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-        )
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        super().__init__(Handler)
 
     def _finish(self, prompt_id: str) -> None:
         now = int(time.time() * 1000)
@@ -166,15 +145,8 @@ class HostileComfy:
             "score.run": {"scores": [0.9]},
         }
 
-    def __enter__(self) -> HostileComfy:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stopping.set()
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(5)
+    def closing(self) -> None:
+        self.stopping.set()  # every hostile answer still streaming ends
 
 
 def endless(server: HostileComfy) -> View:
