@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import uuid
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 from PIL import Image
 
@@ -53,11 +53,10 @@ def plant_stale(folder: Path, stem: str) -> bytes:
 
 def keep_writer_busy(client: ComfyClient, tmp_path: Path) -> None:
     """Queue two saves of large noise pictures (level 9: slow to encode) ahead of the run."""
-    rng = np.random.default_rng()
     for i in range(2):
-        noise = rng.integers(0, 256, (BUSY_SIDE, BUSY_SIDE, 3), dtype=np.uint8)
+        noise = os.urandom(BUSY_SIDE * BUSY_SIDE * 3)  # numpy is no dependency of charpack's
         path = tmp_path / f"busy-{uuid.uuid4().hex[:8]}.png"
-        Image.fromarray(noise).save(path, compress_level=0)
+        Image.frombytes("RGB", (BUSY_SIDE, BUSY_SIDE), noise).save(path, compress_level=0)
         name = client.upload_image(path).image_value
         graph = {
             "load": {"class_type": "LoadImage", "inputs": {"image": name}},
