@@ -196,6 +196,12 @@ def _read_bytes(path: Path, label: str) -> bytes:
     return data
 
 
+_TOO_DEEP = (
+    f"nested more than {MAX_DEPTH} levels deep — a pack file needs at most 6 "
+    "(scenes[0].overrides.stages.faceid.weight)"
+)
+
+
 def _check_events(text: str, label: str) -> None:
     """Refuse deep nesting, tags and alias expansion beyond the limits, from events alone."""
     anchored: dict[str, tuple[int, int]] = {}  # anchor -> (values, characters) it expands to
@@ -241,10 +247,7 @@ def _check_events(text: str, label: str) -> None:
                 add(*anchored.get(event.anchor, (1, 1)), event.start_mark)
             elif kind in (yaml.SequenceStartEvent, yaml.MappingStartEvent):
                 if len(open_) >= MAX_DEPTH:
-                    raise _Limit(
-                        f"{_at(event.start_mark)}nested more than {MAX_DEPTH} levels deep — a "
-                        "pack file needs at most 6 (scenes[0].overrides.stages.faceid.weight)"
-                    )
+                    raise _Limit(f"{_at(event.start_mark)}{_TOO_DEEP}")
                 open_.append([0, 0, event.anchor, event.start_mark])
             elif kind in (yaml.SequenceEndEvent, yaml.MappingEndEvent):
                 values, chars, anchor, mark = open_.pop()
@@ -253,6 +256,12 @@ def _check_events(text: str, label: str) -> None:
                 add(values + 1, chars + 1, mark)
     except _Limit as exc:
         raise PackError(f"{label}: {exc}") from None
+    except yaml.MarkedYAMLError as exc:
+        # libyaml (PyYAML >= 6.0.4) stops at 1,000 levels while scanning ahead, before this
+        # pass sees level 21: the same limit, said the same way.
+        if "maximum nesting depth" not in str(exc.problem):
+            raise
+        raise PackError(f"{label}: {_at(exc.problem_mark)}{_TOO_DEEP}") from None
 
 
 class _Limit(Exception):
