@@ -1,6 +1,6 @@
 """charpack's runner as the benchmark runs it: ``run_pack`` in its own process.
 
-The same public call the CLI makes (:func:`orchestrator.runner.run_pack`, one JSON event per
+The same public call the CLI makes (:func:`charpack.run.runner.run_pack`, one JSON event per
 line like ``charpack run --json`` when ``--events`` is given), with one difference: each
 attempt posts the bench graph (``run_pack(..., workflow=...)``) instead of the pack's
 pipeline, so the jobs are the comparators' jobs. The runner's defaults are kept (backlog 2);
@@ -28,11 +28,11 @@ from bench.workload import BenchJob, Workload, peak_rss_mb
 
 
 def main(argv: list[str] | None = None) -> int:
-    from orchestrator.auth import ServerConfig
-    from orchestrator.jobs import Job
-    from orchestrator.packfile import load_pack
-    from orchestrator.progress import JsonLines
-    from orchestrator.runner import RunOptions, run_pack
+    from charpack.cli.progress import JsonLines
+    from charpack.comfy.auth import ServerConfig
+    from charpack.pack.jobs import Job
+    from charpack.pack.packfile import load_pack
+    from charpack.run.runner import RunOptions, run_pack
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--server", action="append", required=True)
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         "rss_mb": peak_rss_mb(),
     }
     if args.contact_sheet:
-        from orchestrator.contact import write_contact_sheet
+        from charpack.folder.contact_sheet import write_contact_sheet
 
         started = time.monotonic()
         write_contact_sheet(args.out)

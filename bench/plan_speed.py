@@ -17,8 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from orchestrator.packfile import load_pack
-from orchestrator.plan import write_plan
+from charpack.check.plan import write_plan
+from charpack.pack.packfile import load_pack
 
 REPO = Path(__file__).resolve().parents[1]
 PACK = REPO / "examples" / "lookbook-100.yaml"
@@ -28,7 +28,7 @@ def time_cli(out: Path) -> float:
     shutil.rmtree(out, ignore_errors=True)
     started = time.perf_counter()
     subprocess.run(
-        [sys.executable, "-m", "orchestrator", "plan", str(PACK), "--out", str(out)],
+        [sys.executable, "-m", "charpack", "plan", str(PACK), "--out", str(out)],
         check=True,
         capture_output=True,
     )

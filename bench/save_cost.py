@@ -69,9 +69,10 @@ def measure(repeats: int) -> list[tuple[str, dict[str, float]]]:
     args.cpu = True  # as the server runs here (--cpu); must be set before nodes is imported
     import folder_paths
     import nodes
+    from comfy_api.latest import io
+
     from charpack_nodes.nodes_save import CharpackSavePack
     from charpack_nodes.ops import saving
-    from comfy_api.latest import io
 
     work = Path(tempfile.mkdtemp(prefix="charpack-bench-"))
     folder_paths.set_output_directory(str(work))

@@ -28,8 +28,8 @@ from pathlib import Path
 import yaml
 from PIL import Image
 
-from orchestrator.packfile import MAX_COUNT, MAX_JOBS
-from orchestrator.packyaml import MAX_FILE_BYTES
+from charpack.pack.packfile import MAX_COUNT, MAX_JOBS
+from charpack.pack.packyaml import MAX_FILE_BYTES
 
 REPO = Path(__file__).resolve().parents[1]
 HEAD = {"version": 1, "pack": "bench", "character": {"name": "A", "face_references": ["f.png"]}}
@@ -37,10 +37,10 @@ HEAD = {"version": 1, "pack": "bench", "character": {"name": "A", "face_referenc
 # What `charpack validate` did before validate_pack: every job's graph, each kept on its job.
 OLD_LOOP = """
 import sys
-from orchestrator.jobs import expand
-from orchestrator.objectinfo import ObjectInfo
-from orchestrator.packfile import load_pack
-from orchestrator.validate import validate_graph
+from charpack.pack.jobs import expand
+from charpack.comfy.objectinfo import ObjectInfo
+from charpack.pack.packfile import load_pack
+from charpack.check.validate import validate_graph
 info = ObjectInfo.recorded()
 jobs = expand(load_pack(sys.argv[1]))
 found = {f for job in jobs for f in validate_graph(job.graph, info)}
@@ -135,7 +135,7 @@ def main() -> None:
     parser.add_argument("--old-jobs", type=int, default=20_000, help="0 skips the old approach")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="charpack-validate-bench-"))
-    cli = [sys.executable, "-m", "orchestrator"]
+    cli = [sys.executable, "-m", "charpack"]
     rows: list[tuple[str, str, tuple[float, float, int, str]]] = []
     try:
         packs = {

@@ -87,8 +87,8 @@ def write_pack(folder: Path, *, name: str, count: int, seed: int) -> Path:
 
 def jobs_of(pack_path: Path) -> list[BenchJob]:
     """The pack's jobs as charpack expands them (seed and file stem), in pack order."""
-    from orchestrator.jobs import expand
-    from orchestrator.packfile import load_pack
+    from charpack.pack.jobs import expand
+    from charpack.pack.packfile import load_pack
 
     return [BenchJob(job.seed, job.stem) for job in expand(load_pack(pack_path))]
 

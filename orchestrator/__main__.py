@@ -1,5 +1,5 @@
-"""``python -m orchestrator`` is the ``charpack`` command."""
+"""``python -m charpack`` is the ``charpack`` command."""
 
-from orchestrator.cli import main
+from .cli.main import main
 
 main()

@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from orchestrator.auth import ServerConfig
-from orchestrator.client import ComfyClient
-from orchestrator.jobs import expand
-from orchestrator.manifest import Manifest
-from orchestrator.packfile import load_pack
-from orchestrator.preflight import preflight
-from orchestrator.runner import RunOptions, run_pack
+from charpack.check.preflight import preflight
+from charpack.comfy.auth import ServerConfig
+from charpack.comfy.client import ComfyClient
+from charpack.folder.manifest import Manifest
+from charpack.pack.jobs import expand
+from charpack.pack.packfile import load_pack
+from charpack.run.runner import RunOptions, run_pack
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.gpu

@@ -10,9 +10,9 @@ import shutil
 
 import numpy as np
 import pytest
+
 from charpack_nodes.nodes_identity import CharpackIdentityScore
 from charpack_nodes.ops import identity
-
 from tests.comfy.standins import faces
 from tests.nodes.helpers import ComfyDirs, call_node, face_picture, stranger, to_tensor
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import torch
+
 from charpack_nodes.nodes_character import CharpackCharacter
 from charpack_nodes.nodes_pipeline import (
     CharpackBase,
@@ -30,7 +31,6 @@ from charpack_nodes.pipelines import (
     build_pipeline,
     build_stage,
 )
-
 from tests.nodes.helpers import ComfyDirs, call_node, face_picture
 
 PROMPT = "walking along a harbour at golden hour, linen dress"

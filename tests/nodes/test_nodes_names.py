@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 import torch
-from charpack_nodes.nodes_save import CharpackSavePack
-from charpack_nodes.ops import saving
 from comfy_execution.utils import CurrentNodeContext
 
+from charpack_nodes.nodes_save import CharpackSavePack
+from charpack_nodes.ops import saving
 from tests.nodes.helpers import ComfyDirs, call_node
 from tests.unit.name_cases import HOSTILE, ORDINARY
 

@@ -18,13 +18,13 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from comfy_execution.utils import CurrentNodeContext
+from PIL import Image
+
 from charpack_nodes.nodes_save import CharpackSavePack, prompt_tag
 from charpack_nodes.ops import paths, saving
 from charpack_nodes.ops.images import to_uint8
 from charpack_nodes.ops.png import encode_png
-from comfy_execution.utils import CurrentNodeContext
-from PIL import Image
-
 from tests.nodes.helpers import ComfyDirs, call_node
 
 WORKFLOW = {"nodes": [{"id": 1, "type": "CharpackPipeline"}], "links": []}

@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 import pytest
+
 from charpack_nodes.ops import specs
 from charpack_nodes.pipelines import ParameterError
 

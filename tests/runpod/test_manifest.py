@@ -195,9 +195,9 @@ def test_every_model_the_example_packs_load_is_provisioned():
     """A pod provisioned from the manifest runs every shipped example pack: each file a loader
     names (pose ControlNet included) has a [models.*] entry at the same path. The character's
     own LoRA is the user's to put on the pod (runpod/README.md step 5), so it is left out."""
-    from orchestrator.jobs import expand
-    from orchestrator.packfile import load_pack
-    from orchestrator.preflight import load_provisioning, model_files
+    from charpack.check.preflight import load_provisioning, model_files
+    from charpack.pack.jobs import expand
+    from charpack.pack.packfile import load_pack
 
     prov = load_provisioning(REPO / "runpod" / "manifest.toml")
     assert prov is not None

@@ -19,15 +19,16 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from orchestrator import cli_pod, pod_version
-from orchestrator.auth import ServerConfig
-from orchestrator.client import ComfyClient
-from orchestrator.client_results import JobStatus
-from orchestrator.client_socket import EventStream
-from orchestrator.client_wait import wait_done
-from orchestrator.errors import AuthError, PodError
-from orchestrator.pod import PodInfo, load_pod_spec, pod_session
-from orchestrator.pod_version import CharpackVersion
+from charpack.cli import pod as cli_pod
+from charpack.comfy.auth import ServerConfig
+from charpack.comfy.client import ComfyClient
+from charpack.comfy.completion import wait_done
+from charpack.comfy.results import JobStatus
+from charpack.comfy.stream import EventStream
+from charpack.errors import AuthError, PodError
+from charpack.pod import version as pod_version
+from charpack.pod.lifecycle import PodInfo, load_pod_spec, pod_session
+from charpack.pod.version import CharpackVersion
 from tests.support.graphs import fresh, invert_graph
 
 from .fake_runpod import FakeRunPod
@@ -291,7 +292,7 @@ def test_loading_the_sdk_leaves_the_logging_levels_alone():
     # The runpod package forces urllib3's level on import; `charpack -v` must keep its debug.
     code = (
         "import logging\n"
-        "from orchestrator.pod_api import RunPodApi\n"
+        "from charpack.pod.api import RunPodApi\n"
         "logging.getLogger('urllib3').setLevel(logging.DEBUG)\n"
         "RunPodApi(api_key='k')\n"
         "print(logging.getLogger('urllib3').level)\n"

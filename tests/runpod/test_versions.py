@@ -7,12 +7,12 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-import charpack_nodes
 import pytest
 
-from orchestrator import pod_version
-from orchestrator.pod import load_pod_spec
-from orchestrator.pod_version import CharpackVersion
+import charpack_nodes
+from charpack.pod import version as pod_version
+from charpack.pod.lifecycle import load_pod_spec
+from charpack.pod.version import CharpackVersion
 
 from .conftest import REPO, _git
 

@@ -18,11 +18,11 @@ import pytest
 
 from bench.servers import PICTURE_ENV, link_bench_pack
 from bench.workload import BenchJob, Workload, write_pack
-from orchestrator.auth import ServerConfig
-from orchestrator.jobs import Job
-from orchestrator.packfile import load_pack
-from orchestrator.run_events import RunEvent
-from orchestrator.runner import RunOptions, run_pack
+from charpack.comfy.auth import ServerConfig
+from charpack.pack.jobs import Job
+from charpack.pack.packfile import load_pack
+from charpack.run.events import RunEvent
+from charpack.run.runner import RunOptions, run_pack
 from tests.comfy.server import ComfyServer
 
 pytestmark = pytest.mark.server

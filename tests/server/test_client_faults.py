@@ -15,13 +15,13 @@ from typing import Any
 
 import pytest
 
-from orchestrator.auth import ServerConfig
-from orchestrator.client import ComfyClient
-from orchestrator.client_results import JobState, JobStatus
-from orchestrator.client_socket import EventStream
-from orchestrator.client_wait import Completion, Lost, wait_done
-from orchestrator.errors import JobLost, ServerUnavailable
-from orchestrator.events import Done, Event, Executing, Reconnected
+from charpack.comfy.auth import ServerConfig
+from charpack.comfy.client import ComfyClient
+from charpack.comfy.completion import Completion, Lost, wait_done
+from charpack.comfy.events import Done, Event, Executing, Reconnected
+from charpack.comfy.results import JobState, JobStatus
+from charpack.comfy.stream import EventStream
+from charpack.errors import JobLost, ServerUnavailable
 from tests.comfy.server import free_port
 from tests.support.graphs import fresh, invert_graph, next_event, slow_graph
 from tests.support.tcp_relay import TcpRelay

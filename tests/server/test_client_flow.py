@@ -13,14 +13,14 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from orchestrator.auth import ServerConfig
-from orchestrator.client import ComfyClient
-from orchestrator.client_results import JobState, JobStatus, OutputRef
-from orchestrator.client_socket import EventStream
-from orchestrator.client_wait import wait_done
-from orchestrator.errors import ExecutionFailed, MissingOnServer, PromptRejected
-from orchestrator.events import Done, Event, Executing, ExecutionError, ExecutionStart
-from orchestrator.uploads import upload_for
+from charpack.comfy.auth import ServerConfig
+from charpack.comfy.client import ComfyClient
+from charpack.comfy.completion import wait_done
+from charpack.comfy.events import Done, Event, Executing, ExecutionError, ExecutionStart
+from charpack.comfy.results import JobState, JobStatus, OutputRef
+from charpack.comfy.stream import EventStream
+from charpack.errors import ExecutionFailed, MissingOnServer, PromptRejected
+from charpack.pack.uploads import upload_for
 from tests.support.graphs import fresh, invert_graph, load_graph, next_event, slow_graph
 from tests.support.tcp_relay import TcpRelay
 

@@ -23,16 +23,16 @@ from typing import Any
 
 import pytest
 
-from orchestrator.auth import ServerConfig
-from orchestrator.client import ComfyClient
-from orchestrator.client_downloads import DownloadCancelled, Limits
-from orchestrator.client_results import OutputRef
-from orchestrator.errors import DiskFull, OutputRefused, PackFolderError
-from orchestrator.jobs import Job, expand
-from orchestrator.packfile import Pack, load_pack
-from orchestrator.run_events import RunEvent
-from orchestrator.run_options import RunControl
-from orchestrator.runner import RunSummary, run_pack
+from charpack.comfy.auth import ServerConfig
+from charpack.comfy.client import ComfyClient
+from charpack.comfy.downloads import DownloadCancelled, Limits
+from charpack.comfy.results import OutputRef
+from charpack.errors import DiskFull, OutputRefused, PackFolderError
+from charpack.pack.jobs import Job, expand
+from charpack.pack.packfile import Pack, load_pack
+from charpack.run.events import RunEvent
+from charpack.run.options import RunControl
+from charpack.run.runner import RunSummary, run_pack
 from tests.server.test_run_pack import manifest, options, write_pack
 from tests.support.hostile_comfy import HostileComfy, endless, png_bytes, trickle
 

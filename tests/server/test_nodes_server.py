@@ -20,10 +20,10 @@ import pytest
 import requests
 from PIL import Image, PngImagePlugin
 
-from orchestrator.auth import ServerConfig
-from orchestrator.client import ComfyClient
-from orchestrator.client_results import JobResult
-from orchestrator.errors import PromptRejected
+from charpack.comfy.auth import ServerConfig
+from charpack.comfy.client import ComfyClient
+from charpack.comfy.results import JobResult
+from charpack.errors import PromptRejected
 from tests.comfy.install import REPO
 from tests.comfy.server import ComfyServer
 

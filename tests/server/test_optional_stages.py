@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from orchestrator.auth import ServerConfig
-from orchestrator.packfile import load_pack
-from orchestrator.runner import run_pack
+from charpack.comfy.auth import ServerConfig
+from charpack.pack.packfile import load_pack
+from charpack.run.runner import run_pack
 from tests.comfy.server import ComfyServer
 from tests.server.test_nodes_server import fresh_picture
 from tests.server.test_run_pack import check_folder, options, write_pack

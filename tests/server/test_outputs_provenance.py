@@ -23,11 +23,11 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from orchestrator.auth import ServerConfig
-from orchestrator.client import ComfyClient
-from orchestrator.jobs import expand
-from orchestrator.packfile import load_pack
-from orchestrator.runner import run_pack
+from charpack.comfy.auth import ServerConfig
+from charpack.comfy.client import ComfyClient
+from charpack.pack.jobs import expand
+from charpack.pack.packfile import load_pack
+from charpack.run.runner import run_pack
 from tests.comfy.server import ComfyServer
 from tests.server.test_nodes_server import AVA_FRONT, fresh_picture, run
 from tests.server.test_run_pack import check_folder, manifest, options, write_pack

@@ -17,6 +17,11 @@ from typing import Any
 
 import pytest
 import requests
+from PIL import Image, ImageChops
+
+from charpack.comfy.auth import ServerConfig
+from charpack.comfy.client import ComfyClient
+from charpack.comfy.results import JobResult
 from charpack_nodes.pipelines import (
     CharacterSpec,
     LoraSpec,
@@ -26,11 +31,6 @@ from charpack_nodes.pipelines import (
     build_pipeline,
     parameters_text,
 )
-from PIL import Image, ImageChops
-
-from orchestrator.auth import ServerConfig
-from orchestrator.client import ComfyClient
-from orchestrator.client_results import JobResult
 from tests.comfy.server import ComfyServer
 from tests.server.test_nodes_server import AVA_FRONT, fresh_picture, run
 

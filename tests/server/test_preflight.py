@@ -12,22 +12,22 @@ from typing import Any
 import pytest
 import typer
 import yaml
-from charpack_nodes.pipelines import catalog
 from typer.testing import CliRunner
 
-from orchestrator import cli_pack
-from orchestrator.auth import ServerConfig
-from orchestrator.client import ComfyClient
-from orchestrator.errors import MissingOnServer
-from orchestrator.jobs import Job, expand
-from orchestrator.objectinfo import ObjectInfo
-from orchestrator.packfile import load_pack
-from orchestrator.preflight import (
+from charpack.check.preflight import (
     PreflightReport,
     check_jobs,
     load_provisioning,
     preflight,
 )
+from charpack.cli import pack as cli_pack
+from charpack.comfy.auth import ServerConfig
+from charpack.comfy.client import ComfyClient
+from charpack.comfy.objectinfo import ObjectInfo
+from charpack.errors import MissingOnServer
+from charpack.pack.jobs import Job, expand
+from charpack.pack.packfile import load_pack
+from charpack_nodes.pipelines import catalog
 from tests.comfy.server import free_port
 
 pytestmark = pytest.mark.server
@@ -228,8 +228,7 @@ def test_an_unreachable_server_exits_3_and_says_what_to_check(pack_file: Path) -
 
 def test_the_server_reports_the_charpack_nodes_it_loaded(client: ComfyClient) -> None:
     import charpack_nodes
-
-    from orchestrator import pod_version
+    from charpack.pod import version as pod_version
 
     # The test server loads custom_nodes/charpack_nodes from this checkout, as a pod loads it
     # from the checkout provisioning made at the client's version.
@@ -246,7 +245,7 @@ def test_the_server_reports_the_charpack_nodes_it_loaded(client: ComfyClient) ->
 def test_a_client_of_another_version_is_refused_with_the_fix(
     pack_file: Path, client: ComfyClient, comfy_server: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from orchestrator import pod_version
+    from charpack.pod import version as pod_version
 
     server = pod_version.server_version(client)
     assert server is not None
@@ -270,7 +269,7 @@ def test_a_client_of_another_version_is_refused_with_the_fix(
 def test_the_same_version_at_another_commit_is_refused_too(
     pack_file: Path, client: ComfyClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from orchestrator import pod_version
+    from charpack.pod import version as pod_version
 
     server = pod_version.server_version(client)
     assert server is not None

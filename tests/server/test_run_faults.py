@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.auth import ServerConfig
-from orchestrator.packfile import load_pack
-from orchestrator.run_events import RunEvent
-from orchestrator.runner import run_pack
+from charpack.comfy.auth import ServerConfig
+from charpack.pack.packfile import load_pack
+from charpack.run.events import RunEvent
+from charpack.run.runner import run_pack
 from tests.comfy.server import ComfyServer
 from tests.runpod.fake_runpod import FakeRunPod
 from tests.runpod.fixtures_proxy import AuthProxy, ensure_nginx

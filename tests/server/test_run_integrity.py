@@ -17,10 +17,10 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from orchestrator.auth import ServerConfig
-from orchestrator.cli import app
-from orchestrator.packfile import load_pack
-from orchestrator.runner import run_pack
+from charpack.cli.main import app
+from charpack.comfy.auth import ServerConfig
+from charpack.pack.packfile import load_pack
+from charpack.run.runner import run_pack
 from tests.comfy.server import ComfyServer
 from tests.server.test_run_pack import check_folder, history_ids, manifest, options, write_pack
 from tests.server.test_run_process import Cli, five_jobs, ran_once_each, server_queue, wait_until

@@ -20,13 +20,13 @@ from typing import Any
 import pytest
 import yaml
 
-from orchestrator.auth import ServerConfig
-from orchestrator.contact import collect_tiles
-from orchestrator.manifest import Manifest
-from orchestrator.packfile import load_pack
-from orchestrator.report import build_report
-from orchestrator.run_events import RunEvent
-from orchestrator.runner import run_pack
+from charpack.comfy.auth import ServerConfig
+from charpack.folder.contact_sheet import collect_tiles
+from charpack.folder.manifest import Manifest
+from charpack.folder.report import build_report
+from charpack.pack.packfile import load_pack
+from charpack.run.events import RunEvent
+from charpack.run.runner import run_pack
 from tests.comfy.server import ComfyServer
 from tests.server.test_nodes_server import fresh_picture
 from tests.server.test_run_pack import check_folder, manifest, options, write_pack

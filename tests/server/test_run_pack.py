@@ -23,12 +23,12 @@ import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
-from orchestrator import cli_run
-from orchestrator.auth import ServerConfig
-from orchestrator.jobs import Job, expand, prompt_id_for, retry_seed
-from orchestrator.packfile import Pack, load_pack
-from orchestrator.run_events import RunEvent
-from orchestrator.runner import RunOptions, RunSummary, run_pack
+from charpack.cli import run as cli_run
+from charpack.comfy.auth import ServerConfig
+from charpack.pack.jobs import Job, expand, prompt_id_for, retry_seed
+from charpack.pack.packfile import Pack, load_pack
+from charpack.run.events import RunEvent
+from charpack.run.runner import RunOptions, RunSummary, run_pack
 from tests.comfy.server import ComfyServer
 from tests.server.test_nodes_server import fresh_picture
 

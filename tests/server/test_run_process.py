@@ -13,7 +13,6 @@ import os
 import queue
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -23,11 +22,12 @@ from typing import Any
 import pytest
 import requests
 
-from orchestrator.auth import ServerConfig
-from orchestrator.packfile import Pack, load_pack
-from orchestrator.runner import EXIT_INTERRUPTED, run_pack
+from charpack.comfy.auth import ServerConfig
+from charpack.pack.packfile import Pack, load_pack
+from charpack.run.runner import EXIT_INTERRUPTED, run_pack
 from tests.comfy.server import ComfyServer
 from tests.server.test_run_pack import check_folder, history_ids, manifest, options, write_pack
+from tests.support.commands import CHARPACK
 from tests.support.tcp_relay import TcpRelay
 
 pytestmark = pytest.mark.server
@@ -38,15 +38,14 @@ QUICK = {"face_detailer": {"steps": 2}, "instantid": {"steps": 2}}
 
 
 class Cli:
-    """``python -m orchestrator.cli_run ... --json`` with its events read on a thread."""
+    """``charpack run ... --json`` with its events read on a thread."""
 
     def __init__(self, pack: Path, server: str, out: Path) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CHARPACK_")}
         self.proc = subprocess.Popen(
             [
-                sys.executable,
-                "-m",
-                "orchestrator.cli_run",
+                *CHARPACK,
+                "run",
                 str(pack),
                 "--server",
                 server,

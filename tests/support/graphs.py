@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from orchestrator.events import Event
+from charpack.comfy.events import Event
 
 E = TypeVar("E", bound=Event)
 

@@ -1,6 +1,6 @@
 """Small, real pack folders for the tests of the pack-folder tools (contact, publish, report).
 
-Builds what ``charpack run`` leaves behind, through :class:`orchestrator.manifest.Manifest`
+Builds what ``charpack run`` leaves behind, through :class:`charpack.folder.manifest.Manifest`
 itself: real PNG files carrying the metadata chunks ComfyUI and our saver write (``prompt``,
 ``workflow``, ``parameters`` as tEXt/iTXt/zTXt plus an eXIf chunk), accepted images under
 ``<scene>/``, rejected attempts under ``rejected/<scene>/``, failed and pending jobs, and per
@@ -17,7 +17,7 @@ from typing import Any
 
 from PIL import Image, ImageDraw, PngImagePlugin
 
-from orchestrator.manifest import Attempt, FileRecord, JobEntry, Manifest
+from charpack.folder.manifest import Attempt, FileRecord, JobEntry, Manifest
 
 SECRET_PROMPT = "ava_cp woman, linen shirt at a sunny street cafe, morning light"
 SERVER = "https://pod-a-8188.proxy.runpod.net"

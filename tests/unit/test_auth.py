@@ -7,8 +7,8 @@ import logging
 
 import pytest
 
-from orchestrator.auth import ServerConfig, install_log_redaction, redact, redact_headers
-from orchestrator.errors import ServerConfigError
+from charpack.comfy.auth import ServerConfig, install_log_redaction, redact, redact_headers
+from charpack.errors import ServerConfigError
 
 POD = "https://abc123xyz-8188.proxy.runpod.net"
 TOKEN = "tok-3f9a7c1e5b"
@@ -117,7 +117,7 @@ def test_third_party_log_records_are_redacted(caplog: pytest.LogCaptureFixture) 
         200,
         2,
     )
-    logging.getLogger("orchestrator.client_socket").info("handshake to /ws?clientId=c&token=%s",
+    logging.getLogger("charpack.comfy.stream").info("handshake to /ws?clientId=c&token=%s",
                                                          TOKEN)  # fmt: skip
     logging.getLogger("urllib3.util.retry").debug("Incremented Retry for (url='/q?token=%s')",
                                                   TOKEN)  # fmt: skip

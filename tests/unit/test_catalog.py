@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-from charpack_nodes.pipelines import catalog
 
-from orchestrator.objectinfo import ObjectInfo
+from charpack.comfy.objectinfo import ObjectInfo
+from charpack_nodes.pipelines import catalog
 
 DATA = Path(__file__).resolve().parents[2] / "orchestrator" / "data" / "object_info"
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,8 @@ from pack_cases import VALID, mutate
 from PIL import Image
 from typer.testing import CliRunner
 
-from orchestrator.cli import app
+from charpack.cli.main import app
+from tests.support.commands import CHARPACK
 
 REPO = Path(__file__).resolve().parents[2]
 runner = CliRunner()
@@ -30,9 +30,7 @@ def pack_file(tmp_path: Path) -> Path:
 
 
 def test_version_through_the_installed_entry_point() -> None:
-    out = subprocess.run(
-        [sys.executable, "-m", "orchestrator", "--version"], capture_output=True, text=True
-    )
+    out = subprocess.run([*CHARPACK, "--version"], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.startswith("charpack ")
 
 
@@ -65,7 +63,7 @@ def test_validate_accepts_a_good_pack_and_rejects_a_bad_one(pack_file: Path) -> 
     assert ok.exit_code == 0 and "4 jobs" in ok.output
     pack_file.write_text(yaml.safe_dump(mutate("scenes.0.count", -3)))
     bad = subprocess.run(
-        [sys.executable, "-m", "orchestrator", "validate", str(pack_file)],
+        [*CHARPACK, "validate", str(pack_file)],
         capture_output=True,
         text=True,
     )

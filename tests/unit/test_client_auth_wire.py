@@ -12,11 +12,11 @@ import socket
 
 import pytest
 
-from orchestrator.auth import ServerConfig
-from orchestrator.client import ComfyClient
-from orchestrator.client_socket import EventStream
-from orchestrator.errors import AuthError, ServerUnavailable
-from orchestrator.events import Status
+from charpack.comfy.auth import ServerConfig
+from charpack.comfy.client import ComfyClient
+from charpack.comfy.events import Status
+from charpack.comfy.stream import EventStream
+from charpack.errors import AuthError, ServerUnavailable
 from tests.support.recording_server import RecordingServer, Seen
 
 TOKEN = "wire-tok-8d1f0b2a"

@@ -6,10 +6,7 @@ import json
 
 import pytest
 
-from orchestrator.client_rejections import rejection
-from orchestrator.client_results import JobStatus, OutputRef, parse_history, parse_outputs
-from orchestrator.errors import ExecutionFailed
-from orchestrator.events import (
+from charpack.comfy.events import (
     Done,
     Executing,
     ExecutionError,
@@ -19,6 +16,9 @@ from orchestrator.events import (
     Status,
     parse,
 )
+from charpack.comfy.rejections import rejection
+from charpack.comfy.results import JobStatus, OutputRef, parse_history, parse_outputs
+from charpack.errors import ExecutionFailed
 
 P = "ea45099e-32fa-49fc-bea9-c234d16bf4b2"
 

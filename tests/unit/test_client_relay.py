@@ -10,11 +10,11 @@ import time
 import pytest
 import requests
 
-from orchestrator.auth import ServerConfig
-from orchestrator.client import ComfyClient
-from orchestrator.client_socket import EventStream
-from orchestrator.errors import ServerUnavailable
-from orchestrator.events import Disconnected, Event, Reconnected, Status
+from charpack.comfy.auth import ServerConfig
+from charpack.comfy.client import ComfyClient
+from charpack.comfy.events import Disconnected, Event, Reconnected, Status
+from charpack.comfy.stream import EventStream
+from charpack.errors import ServerUnavailable
 from tests.support.recording_server import RecordingServer
 from tests.support.tcp_relay import TcpRelay
 

@@ -13,8 +13,8 @@ import typer
 from PIL import Image
 from typer.testing import CliRunner
 
-from orchestrator import cli_pack
-from orchestrator.contact import (
+from charpack.cli import pack as cli_pack
+from charpack.folder.contact_sheet import (
     BAD,
     CARD,
     GAP,
@@ -27,7 +27,7 @@ from orchestrator.contact import (
     write_contact_sheet,
     write_contact_sheets,
 )
-from orchestrator.manifest import Manifest
+from charpack.folder.manifest import Manifest
 from tests.support.pack_folders import JobSpec, Shot, build, small_pack
 
 REPO = Path(__file__).resolve().parents[2]
@@ -143,7 +143,7 @@ _PEAK = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from orchestrator.contact import SheetStyle, write_contact_sheets
+    from charpack.folder.contact_sheet import SheetStyle, write_contact_sheets
     write_contact_sheets(Path(sys.argv[1]), style=SheetStyle(columns=6, rows_per_page=2))
     # VmHWM starts afresh at exec; ru_maxrss would carry the parent's size over from fork.
     status = Path("/proc/self/status").read_text()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from orchestrator.contact import (
+from charpack.folder.contact_sheet import (
     BAD,
     CARD,
     GAP,
@@ -15,7 +15,7 @@ from orchestrator.contact import (
     collect_tiles,
     write_contact_sheet,
 )
-from orchestrator.manifest import Manifest
+from charpack.folder.manifest import Manifest
 from tests.support.pack_folders import JobSpec, Shot, build
 
 

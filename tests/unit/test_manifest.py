@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.manifest import Manifest, ManifestError
+from charpack.folder.manifest import Manifest, ManifestError
 
 
 def test_round_trip_and_updates_are_not_served_stale(tmp_path: Path) -> None:

@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-from charpack_nodes.ops import paths
 from name_cases import HOSTILE, ORDINARY
 from pack_cases import mutate
 from PIL import Image
 
-from orchestrator.errors import PackError
-from orchestrator.jobs import expand
-from orchestrator.packfile import load_pack
+from charpack.errors import PackError
+from charpack.pack.jobs import expand
+from charpack.pack.packfile import load_pack
+from charpack_nodes.ops import paths
 
 
 @pytest.fixture

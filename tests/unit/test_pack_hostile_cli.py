@@ -1,6 +1,6 @@
 """No traceback for any input: hostile pack files through the real command line.
 
-Each file goes through ``python -m orchestrator validate`` in its own process, under a 1 GiB
+Each file goes through ``python -m charpack validate`` in its own process, under a 1 GiB
 address-space limit (an alias bomb or a runaway expansion dies with MemoryError there instead of
 taking the machine) and a 60 s deadline. Every one must exit 2 with one line per problem, each
 naming the file, and nothing else: no traceback, no crash, no hang.
@@ -11,13 +11,14 @@ from __future__ import annotations
 import random
 import resource
 import subprocess
-import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 from PIL import Image
+
+from tests.support.commands import CHARPACK
 
 OK_HEAD = "pack: p\ncharacter:\n  name: A\n  face_references: [face.png]\n"
 OK_SCENES = "scenes: [{name: s, prompt: p, count: 1}]\n"
@@ -103,7 +104,7 @@ def limit_memory() -> None:
 
 def validate(path: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "orchestrator", "validate", str(path)],
+        [*CHARPACK, "validate", str(path)],
         capture_output=True,
         text=True,
         timeout=60,

@@ -15,10 +15,10 @@ import yaml
 from pack_cases import VALID, mutate
 from PIL import Image
 
-from orchestrator import packyaml
-from orchestrator.errors import PackError
-from orchestrator.jobs import expand
-from orchestrator.packfile import MAX_COUNT, MAX_FACE_REFERENCES, MAX_JOBS, MAX_SCENES, load_pack
+from charpack.errors import PackError
+from charpack.pack import packyaml
+from charpack.pack.jobs import expand
+from charpack.pack.packfile import MAX_COUNT, MAX_FACE_REFERENCES, MAX_JOBS, MAX_SCENES, load_pack
 
 HEAD = """\
 version: 1

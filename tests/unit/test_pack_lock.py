@@ -19,12 +19,13 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from orchestrator.contact import write_contact_sheet
-from orchestrator.errors import DiskFull, PackFolderBusy, PackFolderError
-from orchestrator.manifest import Manifest, ManifestError
-from orchestrator.pack_folder import LOCK_NAME, PackLock, holder, remove_stale_temps
-from orchestrator.packfile import Pack, load_pack
-from orchestrator.run_state import PackState, settings_digest
+from charpack.errors import DiskFull, PackFolderBusy, PackFolderError
+from charpack.folder.contact_sheet import write_contact_sheet
+from charpack.folder.integrity import LOCK_NAME, PackLock, holder, remove_stale_temps
+from charpack.folder.manifest import Manifest, ManifestError
+from charpack.pack.packfile import Pack, load_pack
+from charpack.run.state import PackState, settings_digest
+from tests.support.commands import CHARPACK
 from tests.support.pack_folders import JobSpec, Shot, build
 from tests.support.tmpfs import fill, tmpfs
 
@@ -47,7 +48,7 @@ scenes:
 HOLD = """\
 import sys
 from pathlib import Path
-from orchestrator.pack_folder import PackLock
+from charpack.folder.integrity import PackLock
 lock = PackLock.acquire(Path(sys.argv[1]))
 print("locked", flush=True)
 sys.stdin.read()
@@ -284,7 +285,7 @@ def test_the_pack_folder_tools_refuse_a_planted_link_and_write_nothing_through_i
     planted = out / ("publish" if command == "publish" else "contact-sheet.jpg")
     planted.symlink_to(elsewhere if command == "publish" else elsewhere / "sheet.jpg")
     done = subprocess.run(
-        [sys.executable, "-m", "orchestrator", command, str(out)],
+        [*CHARPACK, command, str(out)],
         cwd=REPO,
         capture_output=True,
         text=True,

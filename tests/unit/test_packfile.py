@@ -10,9 +10,9 @@ import yaml
 from pack_cases import DELETE, VALID, mutate
 from PIL import Image
 
-from orchestrator.errors import PackError
-from orchestrator.jobs import expand
-from orchestrator.packfile import load_pack
+from charpack.errors import PackError
+from charpack.pack.jobs import expand
+from charpack.pack.packfile import load_pack
 
 SAMPLERS_HEAD = "euler, euler_cfg_pp, euler_ancestral, euler_ancestral_cfg_pp, heun, heunpp2"
 

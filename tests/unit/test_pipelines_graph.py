@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+
 from charpack_nodes.pipelines import Graph, GraphError, is_link
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from orchestrator.packfile import load_pack
-from orchestrator.plan import write_plan
+from charpack.check.plan import write_plan
+from charpack.pack.packfile import load_pack
 
 
 def test_plan_streams_every_workflow_and_keeps_none(tmp_path: Path) -> None:

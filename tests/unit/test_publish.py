@@ -11,9 +11,9 @@ import typer
 from PIL import Image, ImageCms
 from typer.testing import CliRunner
 
-from orchestrator import cli_pack
-from orchestrator.manifest import Manifest, ManifestError
-from orchestrator.publish import PNG_KEEP, PublishError, publish, strip_file
+from charpack.cli import pack as cli_pack
+from charpack.folder.manifest import Manifest, ManifestError
+from charpack.folder.publish import PNG_KEEP, PublishError, publish, strip_file
 from tests.support.pack_folders import SECRET_PROMPT, small_pack
 
 app = typer.Typer()

@@ -9,10 +9,10 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from orchestrator import cli_pack
-from orchestrator.cli_pack import histogram
-from orchestrator.manifest import Manifest, ManifestError
-from orchestrator.report import DEFAULT_PRICE, PRICE_ENV, build_report, price_from_env
+from charpack.cli import pack as cli_pack
+from charpack.cli.pack import histogram
+from charpack.folder.manifest import Manifest, ManifestError
+from charpack.folder.report import DEFAULT_PRICE, PRICE_ENV, build_report, price_from_env
 from tests.support.pack_folders import JobSpec, Shot, build, small_pack
 
 app = typer.Typer()

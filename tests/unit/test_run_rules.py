@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.client_results import NodeFailure
-from orchestrator.run_rules import seed_cannot_fix
+from charpack.comfy.results import NodeFailure
+from charpack.run.retry_rules import seed_cannot_fix
 
 
 @pytest.mark.parametrize(

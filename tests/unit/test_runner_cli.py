@@ -9,10 +9,10 @@ from pathlib import Path
 
 from rich.console import Console
 
-from orchestrator.cli_run import DEFAULT_SERVER, server_urls
-from orchestrator.progress import JsonLines, RichProgress
-from orchestrator.run_events import RunEvent
-from orchestrator.runner import EXIT_INTERRUPTED, RunSummary
+from charpack.cli.progress import JsonLines, RichProgress
+from charpack.cli.run import DEFAULT_SERVER, server_urls
+from charpack.run.events import RunEvent
+from charpack.run.runner import EXIT_INTERRUPTED, RunSummary
 
 
 def test_servers_come_from_the_options_then_the_environment_then_the_default() -> None:

@@ -10,22 +10,22 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.client_results import JobResult, JobStatus, OutputRef
-from orchestrator.events import (
+from charpack.comfy.events import (
     Done,
     Executing,
     ExecutionCached,
     ExecutionStart,
     ExecutionSuccess,
 )
-from orchestrator.jobs import prompt_id_for, retry_seed
-from orchestrator.manifest import Manifest, ManifestError
-from orchestrator.packfile import Pack, load_pack
-from orchestrator.run_events import StageClocks, stage_of
-from orchestrator.run_files import destinations, score_of
-from orchestrator.run_rules import LOST_LIMIT, Ending
-from orchestrator.run_server import substitute
-from orchestrator.run_state import PackState
+from charpack.comfy.results import JobResult, JobStatus, OutputRef
+from charpack.folder.manifest import Manifest, ManifestError
+from charpack.pack.jobs import prompt_id_for, retry_seed
+from charpack.pack.packfile import Pack, load_pack
+from charpack.run.events import StageClocks, stage_of
+from charpack.run.fetcher import destinations, score_of
+from charpack.run.retry_rules import LOST_LIMIT, Ending
+from charpack.run.state import PackState
+from charpack.run.worker import substitute
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.scheduler import Scheduler
+from charpack.run.scheduler import Scheduler
 
 
 def jobs(group: str, n: int, start: int = 1) -> list[tuple[str, str]]:

@@ -15,13 +15,13 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from urllib.parse import quote, quote_plus
 
 import pytest
 import yaml
 
+from tests.support.commands import CHARPACK
 from tests.support.echo_comfy import EchoComfy
 
 REPO = Path(__file__).resolve().parents[2]
@@ -80,7 +80,7 @@ def test_echoed_credentials_reach_no_output_and_no_file(
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHARPACK_")}
     env.update(credentials, COLUMNS="200")
     with EchoComfy(storm=3) as server:
-        command = [sys.executable, "-m", "orchestrator.cli_run", str(pack), "--server",
+        command = [*CHARPACK, "run", str(pack), "--server",
                    server.url, "--out", str(out), "--max-retries", "0"]  # fmt: skip
         done = subprocess.run(
             command + (["--json"] if json_out else []),

@@ -8,6 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from charpack.check.validate import validate_graph
+from charpack.comfy.objectinfo import ObjectInfo
 from charpack_nodes.pipelines import (
     STAGES,
     Img2ImgSpec,
@@ -18,9 +21,6 @@ from charpack_nodes.pipelines import (
     build_pipeline,
     build_stage,
 )
-
-from orchestrator.objectinfo import ObjectInfo
-from orchestrator.validate import validate_graph
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -148,9 +148,9 @@ def test_a_pack_is_validated_from_representative_jobs_without_missing_a_finding(
     every job finds, and names the job with the largest seed."""
     from PIL import Image
 
-    from orchestrator.jobs import expand
-    from orchestrator.packfile import load_pack
-    from orchestrator.validate import validate_pack
+    from charpack.check.validate import validate_pack
+    from charpack.pack.jobs import expand
+    from charpack.pack.packfile import load_pack
 
     raw = copy.deepcopy(info.raw)
     raw["KSampler"]["input"]["required"]["seed"][1]["max"] = 1000

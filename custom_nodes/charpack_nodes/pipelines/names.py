@@ -6,7 +6,7 @@ separators or characters Windows refuses (``< > : " / \\ | ? *``), no control or
 format characters, no surrounding whitespace and no final ``.`` (Windows drops both, so the file
 would not be found under its name), not ``.``/``..``, not a Windows device name (``con``,
 ``nul``, ``com1`` … also with an extension, in any case), and not longer than
-:data:`MAX_NAME_BYTES` in UTF-8. ``orchestrator/packfile.py`` refuses such a name before anything
+:data:`MAX_NAME_BYTES` in UTF-8. ``charpack.pack.packfile`` refuses such a name before anything
 is sent and ``charpack_nodes/ops/paths.py`` refuses it before anything is written; both call
 :func:`name_problem`, so they cannot drift. Standard library only.
 """

@@ -1,0 +1,177 @@
+"""The ``charpack`` command line: short commands that call library functions.
+
+Only this module prints and configures logging. Errors from the library (the CharpackError tree)
+are shown as plain messages with their exit code, never as tracebacks.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.markup import escape
+from rich.table import Table
+
+from ..check import workflows as workflow_files
+from ..check.plan import write_plan
+from ..check.validate import load_api_workflow, validate_graph, validate_pack
+from ..comfy.objectinfo import ObjectInfo
+from ..errors import CharpackError, ValidationError
+from ..pack.packfile import load_pack
+from . import pack as cli_pack
+from . import pod as cli_pod
+from . import run as cli_run
+
+app = typer.Typer(
+    name="charpack",
+    help="Photo packs of one consistent character with ComfyUI.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+workflows_app = typer.Typer(help="Generated workflow JSON (workflows/api/).", no_args_is_help=True)
+
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
+
+
+def _version() -> str:
+    try:
+        return version("charpack")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "0+unknown"
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        console.print(f"charpack {_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+    show_version: Annotated[
+        Optional[bool],  # noqa: UP045 - typer needs Optional on 3.10
+        typer.Option("--version", callback=_version_callback, is_eager=True, help="Show version."),
+    ] = None,
+) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(message)s",
+        handlers=[RichHandler(console=err_console, show_path=False)],
+    )
+
+
+PackArg = Annotated[Path, typer.Argument(help="The pack file (YAML).")]
+
+
+@app.command()
+def validate(
+    pack: Annotated[
+        Path,
+        typer.Argument(
+            help="A pack file (YAML), or one API-format workflow (JSON): a file of charpack "
+            "plan, workflows/api/, or ComfyUI's Export (API)."
+        ),
+    ],
+    object_info: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(
+            "--object-info",
+            help="A saved GET /object_info answer to check against (default: the recorded "
+            "ComfyUI 0.3.75 + pinned node packs).",
+        ),
+    ] = None,
+) -> None:
+    """Check a pack file and every workflow it would send, or one API-format workflow, against
+    the node types, inputs and ranges a server offers, without contacting a server."""
+    info = ObjectInfo.from_files([object_info]) if object_info else ObjectInfo.recorded()
+    if pack.suffix.lower() == ".json":
+        graph = load_api_workflow(pack)
+        found = validate_graph(graph, info)
+        if found:
+            raise ValidationError([f"{pack.name}: {finding}" for finding in found])
+        console.print(f"[green]ok[/] {pack}: {len(graph)} nodes; the workflow fits {info.source}")
+        return
+    loaded = load_pack(pack)
+    jobs, findings = validate_pack(loaded, info)  # a few representative graphs, not every job
+    if findings:
+        raise ValidationError(findings)
+    console.print(
+        f"[green]ok[/] {pack}: {len(loaded.scenes)} scenes, {jobs} jobs; "
+        f"every workflow fits {info.source}"
+    )
+
+
+@app.command()
+def plan(
+    pack: PackArg,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write the plan into.")],
+) -> None:
+    """Write the exact workflow every job would send, plus a plan summary, for inspection."""
+    started = time.perf_counter()
+    loaded = load_pack(pack)
+    result = write_plan(loaded, out)
+    elapsed = time.perf_counter() - started
+    table = Table(title=f"plan for {loaded.name}", show_edge=False)
+    table.add_column("scene")
+    table.add_column("images", justify="right")
+    table.add_column("seeds")
+    for scene in loaded.scenes:
+        seeds = [j.seed for j in result.jobs if j.scene == scene.name]
+        shown = ", ".join(map(str, seeds[:3])) + (" …" if len(seeds) > 3 else "")
+        table.add_row(scene.name, str(len(seeds)), shown)
+    console.print(table)
+    console.print(
+        f"wrote {len(result.jobs)} workflows and plan.json to {out} in {elapsed * 1000:.0f} ms"
+    )
+
+
+# The order here is the order of `charpack --help`: a pack's life from file to published folder.
+app.command()(cli_pack.preflight)
+app.command()(cli_run.run)
+app.command()(cli_pack.report)
+app.command()(cli_pack.publish)
+app.command("contact-sheet")(cli_pack.contact_sheet)
+app.add_typer(cli_pod.app, name="pod")
+app.add_typer(workflows_app, name="workflows")
+
+
+@workflows_app.command("export")
+def workflows_export(
+    check: Annotated[
+        bool, typer.Option("--check", help="Only compare; exit 1 if the files drifted.")
+    ] = False,
+    directory: Annotated[
+        Path, typer.Option("--dir", help="Where the generated API workflows live.")
+    ] = Path("workflows/api"),
+) -> None:
+    """Regenerate workflows/api/*.json from the pipelines module (or check for drift)."""
+    if check:
+        problems = workflow_files.check(directory)
+        if problems:
+            for line in problems:
+                err_console.print(f"[red]drift[/] {escape(line)}")
+            err_console.print("fix: run `charpack workflows export` and commit the result")
+            raise typer.Exit(1)
+        console.print(f"[green]ok[/] {directory} matches the pipelines module")
+        return
+    written = workflow_files.export(directory)
+    console.print(f"{len(written)} file(s) updated in {directory}")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except CharpackError as exc:
+        err_console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
+        sys.exit(exc.exit_code)

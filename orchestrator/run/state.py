@@ -1,0 +1,357 @@
+"""The pack folder's record during ``charpack run``: the jobs, their attempts, and the manifest.
+
+Owns :class:`PackState`: opening a pack folder (a new one, or resuming one only when it was made
+from the same pack: same name, same parsed content and the same content in every reference file
+it names — :func:`pack_digest`), recording each attempt and saving the manifest
+**before** its prompt is posted, and storing how attempts end, with the job's next step decided
+by :mod:`charpack.run.retry_rules`. A resumed folder keeps finished jobs, returns the prompts
+still in flight for the runner to look up on their servers, and gives failed jobs a fresh budget
+(their attempts stay on record). Attempt status ``interrupted`` means cancelled by the user; an
+interrupt nobody asked for is an ``error``. Seeds follow :func:`charpack.pack.jobs.retry_seed`
+and never repeat within a job. Nothing is written until :meth:`PackState.save`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Hashable, Iterator
+from pathlib import Path
+from typing import Any
+
+from ..folder.manifest import Attempt, JobEntry, Manifest, ManifestError
+from ..pack.jobs import Job, expand, prompt_id_for, retry_seed
+from ..pack.packfile import Pack
+from ..pack.uploads import file_sha256
+from .retry_rules import Decision, Ending, active, judge, settle
+
+CANCELLED = "cancelled by the user (Ctrl-C twice); the next run submits it again"
+
+
+def settings_digest(pack: Pack) -> str:
+    """sha256 of the pack file's parsed content (comments do not count): the pack's identity
+    before reference files counted (manifests made before then hold this as ``sha256``)."""
+    text = json.dumps(pack.raw, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def references(pack: Pack) -> dict[str, str]:
+    """Every file the pack refers to (face references, init and pose images) -> its content's
+    sha256; named relative to the pack file's folder when inside it."""
+    base = pack.path.parent.resolve()
+    paths = list(pack.face_references)
+    for scene in pack.scenes:
+        paths.extend(p for p in (scene.init_image, scene.pose_image) if p is not None)
+    out: dict[str, str] = {}
+    for path in dict.fromkeys(paths):
+        resolved = Path(path).resolve()
+        name = (
+            resolved.relative_to(base).as_posix()
+            if resolved.is_relative_to(base)
+            else str(resolved)
+        )
+        out[name] = file_sha256(resolved)
+    return out
+
+
+def pack_digest(pack: Pack, refs: dict[str, str] | None = None) -> str:
+    """The pack's identity for resuming: its parsed content and the content of every file it
+    refers to, so a face reference replaced under the same name is a different pack."""
+    refs = references(pack) if refs is None else refs
+    text = json.dumps(
+        {"settings": settings_digest(pack), "references": refs},
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def model_group(job: Job) -> Hashable:
+    """Jobs with equal groups load the same checkpoint and LoRA."""
+    character = job.spec.character
+    return (character.checkpoint, character.lora.name if character.lora else None)
+
+
+def image_dir(scene: str, *, rejected: bool) -> str:
+    """Where an attempt's files go, relative to the pack folder."""
+    return f"rejected/{scene}" if rejected else scene
+
+
+class PackState:
+    """A pack folder's manifest plus the pack's jobs; every change is saved at once."""
+
+    def __init__(self, manifest: Manifest, pack: Pack, *, max_retries: int) -> None:
+        self.manifest = manifest
+        self.pack = pack
+        self.max_retries = max_retries
+        self.jobs: dict[str, Job] = {job.key: job for job in expand(pack)}
+        for key, job in self.jobs.items():
+            if key not in manifest:
+                manifest.put(_new_entry(job))
+
+    @classmethod
+    def open(cls, folder: Path, pack: Pack, *, max_retries: int) -> PackState:
+        """A new pack folder, or the one at ``folder`` when it was made from this pack."""
+        refs = references(pack)
+        digest = pack_digest(pack, refs)
+        if Manifest.exists(folder):
+            manifest = Manifest.load(folder)
+            made = manifest.header.get("pack") or {}
+            if made.get("name") != pack.name or made.get("sha256") != digest:
+                if not _made_before_references(made, pack):
+                    raise ManifestError(_not_this_pack(folder, made, pack, digest, refs))
+                # Made before reference files counted, from these settings: pin the files now.
+                made.update(
+                    {"sha256": digest, "settings_sha256": settings_digest(pack), "references": refs}
+                )
+            state = cls(manifest, pack, max_retries=max_retries)
+            state._resume()
+        else:
+            manifest = Manifest.create(
+                folder,
+                pack={
+                    "name": pack.name,
+                    "character": pack.character_name,
+                    "file": str(pack.path),
+                    "sha256": digest,
+                    "settings_sha256": settings_digest(pack),
+                    "references": refs,
+                    "scenes": [s.name for s in pack.scenes],
+                },
+                identity={
+                    "enabled": pack.identity.enabled,
+                    "threshold": pack.identity.threshold,
+                    "max_attempts": pack.identity.max_attempts,
+                },
+            )
+            state = cls(manifest, pack, max_retries=max_retries)
+        return state
+
+    @property
+    def folder(self) -> Path:
+        return self.manifest.folder
+
+    @property
+    def run_id(self) -> str:
+        return self.manifest.run_id
+
+    def entry(self, key: str) -> JobEntry:
+        return self.manifest.job(key)
+
+    def save(self) -> None:
+        self.manifest.save()
+
+    def _resume(self) -> None:
+        for entry in self.manifest:
+            if entry["key"] not in self.jobs:
+                continue
+            attempts = entry.get("attempts") or []
+            if entry.get("status") == "failed":
+                entry["budget_from"] = len(attempts)
+                entry["status"], entry["error"] = "pending", None
+            elif entry.get("status") == "submitted" and not active(entry):
+                entry["status"] = "pending"
+            self.manifest.put(entry)
+
+    # -- what to do ------------------------------------------------------------------------
+
+    def todo(self) -> list[str]:
+        """Keys of the jobs waiting for a server, in pack order."""
+        return [k for k in self.jobs if self.entry(k).get("status") == "pending"]
+
+    def in_flight(self) -> Iterator[tuple[str, Attempt]]:
+        """Attempts posted by an earlier run and not finished: look them up on their server."""
+        for key in self.jobs:
+            attempt = active(self.entry(key))
+            if attempt is not None:
+                yield key, attempt
+
+    def seed_for(self, key: str) -> int:
+        """The next attempt's seed: a new one after each judged attempt (error, below)."""
+        judged = sum(
+            a.get("status") in ("error", "below_threshold")
+            for a in self.entry(key).get("attempts") or []
+        )
+        return retry_seed(self.jobs[key], judged + 1)
+
+    # -- attempts --------------------------------------------------------------------------
+
+    def begin(
+        self, key: str, *, server: str, version: str | None, seed: int, workflow: dict[str, Any]
+    ) -> str:
+        """Record a new attempt and save the manifest; returns the prompt_id to post it under."""
+        entry = self.entry(key)
+        attempts = entry.setdefault("attempts", [])
+        number = len(attempts) + 1
+        prompt_id = prompt_id_for(self.run_id, key, number)
+        attempts.append(
+            {
+                "attempt": number,
+                "prompt_id": prompt_id,
+                "seed": seed,
+                "server": server,
+                "comfyui_version": version,
+                "workflow": workflow,
+                "submitted_at": time.time(),
+                "started_at": None,
+                "finished_at": None,
+                "queue_wait_s": None,
+                "execution_s": None,
+                "stage_timings": {},
+                "status": "submitted",
+                "score": None,
+                "error": None,
+                "files": [],
+            }
+        )
+        before = {k: entry.get(k) for k in ("status", "seed", "prompt_id", "server")}
+        entry.update(
+            {"status": "submitted", "seed": seed, "prompt_id": prompt_id, "server": server}
+        )
+        self.manifest.put(entry)
+        try:
+            self.save()
+        except BaseException:
+            # Not on disk, so never posted: a later save must not record it as in flight.
+            attempts.pop()
+            entry.update(before)  # type: ignore[typeddict-item]
+            self.manifest.put(entry)
+            raise
+        return prompt_id
+
+    def attempt(self, key: str, prompt_id: str) -> Attempt | None:
+        """The job's attempt ``prompt_id`` while it is the active one, else None (stale)."""
+        current = active(self.entry(key))
+        return current if current is not None and current["prompt_id"] == prompt_id else None
+
+    def end(self, key: str, prompt_id: str, ending: Ending) -> Decision:
+        """Record how the active attempt ``prompt_id`` ended; returns the job's next step."""
+        attempt = self.attempt(key, prompt_id)
+        if attempt is None:
+            return Decision("ignored", message=f"{prompt_id} is not the active attempt of {key}")
+        entry = self.entry(key)
+        attempt.update(
+            {
+                "score": ending.score,
+                "files": ending.files,
+                "error": ending.error,
+                "started_at": ending.started_at,
+                "finished_at": ending.finished_at
+                if ending.finished_at is not None
+                else time.time(),
+                "queue_wait_s": ending.queue_wait_s,
+                "execution_s": ending.execution_s,
+                "stage_timings": ending.stage_timings,
+            }
+        )
+        decision = judge(
+            entry,
+            attempt,
+            ending,
+            gate=self.pack.identity,
+            max_retries=self.max_retries,
+            next_seed=lambda: self.seed_for(key),
+        )
+        self._store(entry, decision)
+        return decision
+
+    def rejected(self, key: str, prompt_id: str, message: str) -> Decision:
+        """The server refused the workflow: the job fails (retrying cannot help)."""
+        attempt = self.attempt(key, prompt_id)
+        if attempt is None:
+            return Decision("ignored")
+        attempt.update({"status": "error", "error": message, "finished_at": time.time()})
+        decision = Decision("failed", message=message)
+        self._store(self.entry(key), decision)
+        return decision
+
+    def cancelled(self, key: str, prompt_id: str) -> bool:
+        """The user cancelled the active attempt on its server; the job waits for the next run."""
+        attempt = self.attempt(key, prompt_id)
+        if attempt is None:
+            return False
+        attempt.update({"status": "interrupted", "error": CANCELLED, "finished_at": time.time()})
+        entry = self.entry(key)
+        entry["status"] = "pending"
+        self.manifest.put(entry)
+        self.save()
+        return True
+
+    def fail(self, key: str, message: str) -> None:
+        """Fail a waiting job without running it (its scene's workflow was refused)."""
+        self._store(self.entry(key), Decision("failed", message=message))
+
+    def _store(self, entry: JobEntry, decision: Decision) -> None:
+        settle(entry, decision)
+        self.manifest.put(entry)
+        self.save()
+
+    # -- counts ----------------------------------------------------------------------------
+
+    def counts(self) -> dict[str, int]:
+        out = {"pending": 0, "submitted": 0, "done": 0, "below_threshold": 0, "failed": 0}
+        for key in self.jobs:
+            status = str(self.entry(key).get("status", "pending"))
+            out[status] = out.get(status, 0) + 1
+        return out
+
+
+def _made_before_references(made: dict[str, Any], pack: Pack) -> bool:
+    """A manifest from before reference files were part of the identity, of this pack."""
+    return (
+        "references" not in made
+        and made.get("name") == pack.name
+        and made.get("sha256") == settings_digest(pack)
+    )
+
+
+def _not_this_pack(
+    folder: Path, made: dict[str, Any], pack: Pack, digest: str, refs: dict[str, str]
+) -> str:
+    fix = "or pass --out with a new folder for this pack."
+    then = made.get("references")
+    if made.get("name") == pack.name and isinstance(then, dict):
+        changed = [
+            f"{name} (sha256 {str(then.get(name))[:12]}… then, {sha[:12]}… now)"
+            for name, sha in refs.items()
+            if name in then and then[name] != sha
+        ]
+        if changed:
+            also = (
+                " The pack file changed too."
+                if made.get("settings_sha256") not in (None, settings_digest(pack))
+                else ""
+            )
+            return (
+                f"{folder} was made with other content in reference file(s) of pack "
+                f"{pack.name!r}: {'; '.join(changed)} — the file was replaced under the same "
+                f"name, and one pack must not mix two faces.{also} Put the old file back to "
+                f"resume, {fix}"
+            )
+    if made.get("name") == pack.name:
+        return (
+            f"{folder} was made from an earlier version of pack {pack.name!r} (its content "
+            f"sha256 {str(made.get('sha256'))[:12]}…, now {digest[:12]}…): the pack file changed "
+            f"since. Restore the version it was made from to resume, {fix}"
+        )
+    return (
+        f"{folder} holds pack {made.get('name')!r} (made from {made.get('file', '?')}), not "
+        f"{pack.name!r} from {pack.path}. Resume it with the pack file it was made from, {fix}"
+    )
+
+
+def _new_entry(job: Job) -> JobEntry:
+    return {
+        "key": job.key,
+        "scene": job.scene,
+        "index": job.index,
+        "status": "pending",
+        "seed": job.seed,
+        "prompt_id": None,
+        "server": None,
+        "score": None,
+        "error": None,
+        "image": None,
+        "attempts": [],
+    }
