@@ -20,7 +20,9 @@ from typing import Any
 from ..errors import MissingOnServer, PromptNotTaken, ServerUnavailable
 from ..pack.uploads import Upload
 from .auth import ServerConfig
-from .downloads import Downloaded, Expect, Limits, download, fetch_sidecar
+from .downloads import Expect, download, fetch_sidecar
+from .landing import Downloaded
+from .limits import Limits
 from .rejections import rejection
 from .results import (
     JobResult,

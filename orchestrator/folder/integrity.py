@@ -33,7 +33,7 @@ MB = 1_000_000
 HEADROOM = 16 * MB  # free this much beyond what the failed write needed
 
 # What a killed run can leave: the manifest's temp file and a download's temp file. The
-# download name is ``.<final name>.<8 hex>.part`` (orchestrator/comfy/downloads.py keeps it).
+# download name is ``.<final name>.<8 hex>.part`` (orchestrator/comfy/landing.py keeps it).
 STALE_MANIFEST = re.compile(r"\.manifest\.json\.\d+\.tmp")
 STALE_PART = re.compile(r"\..+\.[0-9a-f]{8}\.part")
 

@@ -34,15 +34,9 @@ from pathlib import Path
 from typing import Any
 
 from ..comfy.client import ComfyClient
-from ..comfy.downloads import (
-    SIDECAR_MAX_BYTES,
-    DownloadCancelled,
-    Expect,
-    Limits,
-    StopSignal,
-    check_ref,
-    write_file,
-)
+from ..comfy.downloads import SIDECAR_MAX_BYTES, Expect, check_ref
+from ..comfy.landing import write_file
+from ..comfy.limits import DownloadCancelled, Limits, StopSignal
 from ..comfy.results import JobResult, OutputRef
 from ..errors import CharpackError, DiskFull, OutputRefused, PackFolderError
 from ..folder.manifest import FileRecord

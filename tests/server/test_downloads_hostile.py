@@ -25,7 +25,7 @@ import pytest
 
 from charpack.comfy.auth import ServerConfig
 from charpack.comfy.client import ComfyClient
-from charpack.comfy.downloads import DownloadCancelled, Limits
+from charpack.comfy.limits import DownloadCancelled, Limits
 from charpack.comfy.results import OutputRef
 from charpack.errors import DiskFull, OutputRefused, PackFolderError
 from charpack.pack.jobs import Job, expand
