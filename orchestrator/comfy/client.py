@@ -292,10 +292,13 @@ class ComfyClient:
 
     # -- files -------------------------------------------------------------------------------
 
-    def upload_image(self, path: Path | str, *, subfolder: str | None = None) -> Upload:
+    def upload_image(self, path: Path | str | Upload, *, subfolder: str | None = None) -> Upload:
         """Upload ``path`` once per server under its content-derived name; returns the name
-        to use (``Upload.image_value`` is what ``LoadImage`` takes)."""
-        return self._uploader.upload(Path(path), subfolder=subfolder)
+        to use (``Upload.image_value`` is what ``LoadImage`` takes). An :class:`Upload` (a
+        pack's, already named) is sent under that name, not named again."""
+        return self._uploader.upload(
+            path if isinstance(path, Upload) else Path(path), subfolder=subfolder
+        )
 
     @property
     def uploaded(self) -> tuple[Upload, ...]:

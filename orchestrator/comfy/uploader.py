@@ -2,7 +2,10 @@
 
 Owns :class:`Uploader`: names come from the file's sha256 (the naming rule of
 :mod:`charpack.pack.uploads`, so a plan and the real upload agree) and are remembered per server,
-so each file goes up once. Downloads are :mod:`charpack.comfy.downloads`.
+so each file goes up once. A run hands in the pack's :class:`~charpack.pack.uploads.Upload`
+(resolved when the pack was loaded), so nothing is named twice; the bytes sent are checked
+against it, so a file changed since is refused rather than sent under the old name. A bare path
+is named here. Downloads are :mod:`charpack.comfy.downloads`.
 """
 
 from __future__ import annotations
@@ -29,8 +32,10 @@ class Uploader:
         self._done: dict[tuple[str, str], Upload] = {}
         self._lock = threading.Lock()
 
-    def upload(self, path: Path, *, subfolder: str | None = None) -> Upload:
-        planned = upload_for(path)
+    def upload(self, file: Path | Upload, *, subfolder: str | None = None) -> Upload:
+        """Upload ``file`` (a path, or an upload already named) unless this server has it."""
+        planned = file if isinstance(file, Upload) else upload_for(file)
+        path = planned.path
         if subfolder is not None:
             planned = replace(planned, subfolder=subfolder)
         key = (planned.sha256, planned.subfolder)
@@ -40,7 +45,10 @@ class Uploader:
             return replace(known, path=path)
         data = path.read_bytes()
         if hashlib.sha256(data).hexdigest() != planned.sha256:
-            raise OSError(f"{path} changed while it was being uploaded; try again.")
+            raise OSError(
+                f"{path} changed since the pack was loaded (its content no longer matches the "
+                f"name {planned.filename}); run again so the pack is read afresh."
+            )
         mime = mimetypes.guess_type(planned.filename)[0] or "application/octet-stream"
         response = self._http.request(
             "POST",

@@ -3,23 +3,24 @@
 A job's ``key`` (``<scene>/<index>``) never changes; its seed does when the identity gate or an
 execution error asks for a retry (:func:`retry_seed`, deterministic). Seeds of ``count`` scenes
 are derived from the pack seed and the scene name, so adding a scene never shifts another's
-seeds. Output file stems are ``<scene>_<index:03d>_<seed>``. Jobs of one scene share their
-scene's spec and differ only in seed and output name (``validate.validate_pack`` relies on it).
+seeds. Output file stems are ``<scene>_<index:03d>_<seed>``, made by :func:`file_stem` and
+nowhere else. Jobs of one scene share their scene's spec and differ only in seed and output name
+(``validate.validate_pack`` relies on it). Upload names come from the pack
+(:attr:`~charpack.pack.model.Pack.uploads`, resolved when it was loaded), never hashed here.
 """
 
 from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from functools import cached_property
-from pathlib import Path
 
 from charpack_nodes.pipelines import ApiGraph, OutputSpec, PipelineSpec, build_pipeline, evolve
 
 from .packfile import Pack, Scene
-from .uploads import Upload, upload_for
+from .uploads import Upload
 
 SEED_SPACE = 2**32  # readable seeds; SDXL accepts up to 2**64 - 1 (explicit seeds may use it)
 
@@ -34,6 +35,12 @@ def retry_seed(job: Job, attempt: int) -> int:
     if attempt <= 1:
         return job.base_seed
     return derive_seed("retry", job.base_seed, job.key, attempt)
+
+
+def file_stem(scene: str, index: int, seed: int) -> str:
+    """The stem of an attempt's files: ``<scene>_<index:03d>_<seed>`` (the saver's ``name``,
+    the downloaded ``<stem>.png`` / ``.json``, the plan's workflow file)."""
+    return f"{scene}_{index:03d}_{seed}"
 
 
 def prompt_id_for(run_id: str, key: str, attempt: int) -> str:
@@ -64,7 +71,7 @@ class Job:
 
     @property
     def stem(self) -> str:
-        return f"{self.scene}_{self.index:03d}_{self.seed}"
+        return file_stem(self.scene, self.index, self.seed)
 
     def make_spec(self) -> PipelineSpec:
         """This job's spec, built afresh (not kept on the job: ``charpack plan`` streams)."""
@@ -99,30 +106,21 @@ def expand(pack: Pack) -> list[Job]:
 
 def iter_jobs(pack: Pack) -> Iterator[Job]:
     """:func:`expand`, one job at a time."""
-    uploads: dict[Path, Upload] = {}  # one hash per file, however many scenes use it
-
-    def upload(path: Path) -> Upload:
-        if path not in uploads:
-            uploads[path] = upload_for(path)
-        return uploads[path]
-
-    faces = tuple(upload(p) for p in pack.face_references)
+    faces = tuple(pack.upload(p) for p in pack.face_references)
     for scene in pack.scenes:
-        yield from _scene_jobs(pack, scene, faces, upload)
+        yield from _scene_jobs(pack, scene, faces)
 
 
-def _scene_jobs(
-    pack: Pack, scene: Scene, faces: tuple[Upload, ...], upload: Callable[[Path], Upload]
-) -> Iterator[Job]:
+def _scene_jobs(pack: Pack, scene: Scene, faces: tuple[Upload, ...]) -> Iterator[Job]:
     uploads = list(faces)
     names = tuple(u.image_value for u in faces)
     spec = evolve(scene.spec, character=evolve(scene.spec.character, face_images=names))
     if scene.init_image is not None and spec.img2img is not None:
-        init = upload(scene.init_image)
+        init = pack.upload(scene.init_image)
         uploads.append(init)
         spec = evolve(spec, img2img=evolve(spec.img2img, image=init.image_value))
     if scene.pose_image is not None and spec.pose is not None:
-        pose = upload(scene.pose_image)
+        pose = pack.upload(scene.pose_image)
         uploads.append(pose)
         spec = evolve(spec, pose=evolve(spec.pose, image=pose.image_value))
     spec = evolve(

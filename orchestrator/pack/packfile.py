@@ -11,18 +11,18 @@ sent; all problems are reported at once, not only the first (up to :data:`MAX_PR
 
 The pack's own limits are here: :data:`MAX_SCENES`, :data:`MAX_COUNT` jobs per scene (``count``
 or ``seeds``), :data:`MAX_JOBS` per pack, :data:`MAX_FACE_REFERENCES`; the file's (size, depth,
-aliases) are in ``packyaml.py``, the pictures' in ``uploads.py``. Job expansion lives in
-``jobs.py``; this module only reads and checks.
+aliases) are in ``packyaml.py``, the pictures' in ``uploads.py``. The structure (pydantic
+models) and the validated :class:`Pack` are in ``model.py``. Each picture's upload name is
+resolved here, once, when it is checked (:attr:`Pack.uploads`): job expansion (``jobs.py``),
+the resume identity and the uploads to every server use it. This module only reads and checks.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 
 from charpack_nodes.pipelines import params as P
@@ -30,9 +30,24 @@ from charpack_nodes.pipelines.names import name_key, name_problem
 from charpack_nodes.pipelines.params import ParameterError, shown
 
 from ..errors import PackError
+from .model import IdentityGate, Pack, PackModel, PoseModel, Scene, SceneModel, describe_error
 from .packyaml import describe_file, read_pack_yaml
-from .settings import Problem, Settings, apply_settings, evolve_all, fix_for
-from .uploads import PictureRefused, read_picture
+from .settings import Problem, apply_settings, evolve_all, fix_for
+from .uploads import PictureRefused, Upload, read_picture, upload_for
+
+__all__ = [  # the models and the validated Pack live in model.py; importers use this module
+    "IMAGE_SUFFIXES",
+    "MAX_COUNT",
+    "MAX_FACE_REFERENCES",
+    "MAX_JOBS",
+    "MAX_PROBLEMS",
+    "MAX_SCENES",
+    "VERSION",
+    "IdentityGate",
+    "Pack",
+    "Scene",
+    "load_pack",
+]
 
 SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # whole name: always fullmatch
 VERSION = 1
@@ -42,109 +57,6 @@ MAX_SCENES = 1_000
 MAX_FACE_REFERENCES = 16
 MAX_PROBLEMS = 100
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-
-class LoraModel(_Strict):
-    file: str
-    strength: float | None = None
-    strength_model: float | None = None
-    strength_clip: float | None = None
-
-
-class CharacterModel(_Strict):
-    name: str
-    checkpoint: str = P.CharacterSpec.checkpoint
-    lora: LoraModel | None = None
-    trigger: str = ""
-    face_references: list[str] = Field(min_length=1)
-    attributes: dict[str, str] = Field(default_factory=dict)
-    prompt_prefix: str = ""
-    prompt_suffix: str = ""
-    negative: str = P.DEFAULT_NEGATIVE
-
-
-class PoseModel(_Strict):
-    image: str
-    control_net: str = P.PoseSpec.control_net_name
-    strength: float = P.PoseSpec.strength
-    start_percent: float = P.PoseSpec.start_percent
-    end_percent: float = P.PoseSpec.end_percent
-    preprocess: str = P.PoseSpec.preprocess
-
-
-class SceneModel(_Strict):
-    name: str
-    prompt: str
-    negative: str = ""
-    count: int | None = None
-    seeds: list[int] | None = None
-    init_image: str | None = None
-    init_denoise: float = 0.5
-    pose: PoseModel | None = None
-    overrides: Settings = Field(default_factory=Settings)
-
-
-class IdentityModel(_Strict):
-    enabled: bool = True
-    threshold: float = 0.45
-    max_attempts: int = 3
-    model_pack: str = P.IdentitySpec.model_pack
-    provider: str = P.IdentitySpec.provider
-
-
-class PackModel(_Strict):
-    version: int = 1
-    pack: str
-    seed: int = 0
-    character: CharacterModel
-    defaults: Settings = Field(default_factory=Settings)
-    identity: IdentityModel = Field(default_factory=IdentityModel)
-    scenes: list[SceneModel] = Field(min_length=1)
-
-
-@dataclass(frozen=True)
-class Scene:
-    """One validated scene; image paths are absolute, settings already merged."""
-
-    name: str
-    prompt: str
-    negative: str
-    seeds: tuple[int, ...] | None
-    count: int
-    init_image: Path | None
-    init_denoise: float
-    pose: PoseModel | None
-    pose_image: Path | None
-    spec: P.PipelineSpec  # everything but seed, output names and server-side file names
-
-
-@dataclass(frozen=True)
-class IdentityGate:
-    enabled: bool
-    threshold: float
-    max_attempts: int
-
-
-@dataclass(frozen=True)
-class Pack:
-    """A validated pack file."""
-
-    path: Path
-    name: str
-    seed: int
-    character_name: str
-    face_references: tuple[Path, ...]
-    scenes: tuple[Scene, ...]
-    identity: IdentityGate
-    raw: dict[str, Any]
-
-    @property
-    def base_dir(self) -> Path:
-        return self.path.parent
 
 
 def load_pack(path: str | Path) -> Pack:
@@ -157,7 +69,7 @@ def load_pack(path: str | Path) -> Pack:
         model = PackModel.model_validate(raw)
     except PydanticValidationError as exc:
         raise PackError(
-            _capped([_describe(label, err) for err in exc.errors(include_url=False)])
+            _capped([describe_error(label, err) for err in exc.errors(include_url=False)])
         ) from None
     return _Checker(path, label, model, raw).run()
 
@@ -194,52 +106,6 @@ def _capped(problems: list[str]) -> list[str]:
     return [*problems[:MAX_PROBLEMS], f"… and {more:,} more problems — fix these first"]
 
 
-_TYPE_WORDS = {  # pydantic error type -> (what it must be, how to write it)
-    "int_type": ("a whole number", "write digits without quotes, e.g. 4"),
-    "int_from_float": ("a whole number", "drop the decimals"),
-    "float_type": ("a number", "write digits without quotes, e.g. 0.7"),
-    "string_type": ("text", "put the value in quotes"),
-    "bool_type": ("true or false", "write true or false"),
-    "list_type": ("a list", "write it as [a, b] or one '- item' per line"),
-    "dict_type": ("a mapping", "write it as 'key: value' lines"),
-    "model_type": ("a mapping", "write it as 'key: value' lines"),
-    "model_attributes_type": ("a mapping", "write it as 'key: value' lines"),
-}
-
-
-def _dotted(loc: tuple[Any, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            text = str(part) if isinstance(part, str) else shown(part, 40)
-            text = text if len(text) <= 40 else text[:39] + "…"  # a key can be a pasted novel
-            out += ("." if out else "") + text
-    return out or "(top level)"
-
-
-def _describe(label: str, err: Any) -> str:
-    loc = tuple(p for p in err["loc"] if p not in ("function-after",))
-    field = _dotted(loc)
-    kind = err["type"]
-    value = err.get("input")
-    if kind == "missing":
-        return (
-            f"{label}: {field}: required field is missing — add it (see examples/small-pack.yaml)"
-        )
-    if kind == "extra_forbidden":
-        return f"{label}: {field}: unknown field — remove it or fix its spelling"
-    if kind in _TYPE_WORDS:
-        what, how = _TYPE_WORDS[kind]
-        return f"{label}: {field}: must be {what}, got {shown(value)} — {how}"
-    if kind == "too_short":
-        return f"{label}: {field}: must not be empty — add at least one entry"
-    message = str(err["msg"])
-    message = message if len(message) <= 200 else message[:199] + "…"
-    return f"{label}: {field}: {message} — fix the value"
-
-
 class _Checker:
     """Semantic checks after the structure is known to be right; collects every problem."""
 
@@ -250,6 +116,7 @@ class _Checker:
         self.raw = raw
         self.problems: list[str] = []
         self.pictures: dict[Path, tuple[str, str] | None] = {}
+        self.uploads: dict[Path, Upload] = {}  # the one place a picture's upload name is made
 
     def fail(self, field: str, problem: str, fix: str) -> None:
         self.problems.append(f"{self.label}: {field}: {problem} — {fix}")
@@ -278,6 +145,7 @@ class _Checker:
             scenes=tuple(scenes),
             identity=gate,
             raw=self.raw,
+            uploads=self.uploads,
         )
 
     def _int(self, field: str, value: int, lo: int, hi: int) -> None:
@@ -320,7 +188,12 @@ class _Checker:
             self.fail(field, f"{name} is not an image file", "use a PNG, JPEG or WebP file")
             return None
         if path not in self.pictures:  # many scenes may share one init or pose picture
-            self.pictures[path] = _picture_problem(path)
+            self.pictures[path] = refused = _picture_problem(path)
+            if refused is None:
+                try:
+                    self.uploads[path] = upload_for(path)
+                except OSError as exc:
+                    self.pictures[path] = f"cannot read \0 ({exc.strerror})", "check the file"
         refused = self.pictures[path]
         if refused is not None:
             self.fail(field, refused[0].replace("\0", name), refused[1])

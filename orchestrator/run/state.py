@@ -23,7 +23,6 @@ from typing import Any
 from ..folder.manifest import Attempt, JobEntry, Manifest, ManifestError
 from ..pack.jobs import Job, expand, prompt_id_for, retry_seed
 from ..pack.packfile import Pack
-from ..pack.uploads import file_sha256
 from .retry_rules import Decision, Ending, active, judge, settle
 
 CANCELLED = "cancelled by the user (Ctrl-C twice); the next run submits it again"
@@ -51,7 +50,7 @@ def references(pack: Pack) -> dict[str, str]:
             if resolved.is_relative_to(base)
             else str(resolved)
         )
-        out[name] = file_sha256(resolved)
+        out[name] = pack.upload(path).sha256  # hashed once, when the pack was loaded
     return out
 
 

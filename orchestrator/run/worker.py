@@ -224,7 +224,7 @@ class ServerWorker:
             self.version = redact(str(version))[:64] if version else None
             names = {}
             for upload in self.uploads:
-                done = self.client.upload_image(upload.path, subfolder=upload.subfolder)
+                done = self.client.upload_image(upload)  # named when the pack loaded
                 if done.image_value != upload.image_value:
                     names[upload.image_value] = done.image_value
             self.names = names

@@ -1,0 +1,102 @@
+"""Resolve once, decide once (issue 9): a pack's pictures are named when it is loaded and never
+hashed again; one function makes file stems; the identity gate decides an attempt's fate once
+and the folder and the status follow that one verdict; one atomic write (with fsync) for every
+file charpack replaces."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from charpack.pack import uploads as uploads_module
+from charpack.pack.jobs import expand, file_stem
+from charpack.pack.packfile import load_pack
+from charpack.run.state import PackState, references
+
+REPO = Path(__file__).resolve().parents[2]
+FACE = REPO / "examples" / "faces" / "ava_front.png"
+
+PACK = """\
+version: 1
+pack: once-pack
+seed: 3
+character:
+  name: Ava
+  face_references: [faces/a.png, faces/b.png]
+defaults: {width: 256, height: 384}
+identity: {threshold: 0.6, max_attempts: 2}
+scenes:
+  - {name: cafe, prompt: at a cafe, count: 2, init_image: faces/a.png}
+  - {name: walk, prompt: in a park, seeds: [5], init_image: faces/a.png}
+"""
+
+
+@pytest.fixture
+def hashed(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Path]]:
+    """Every file charpack hashes to name an upload, in order."""
+    calls: list[Path] = []
+    real = uploads_module.file_sha256
+
+    def counting(path: Path) -> str:
+        calls.append(path)
+        return real(path)
+
+    monkeypatch.setattr(uploads_module, "file_sha256", counting)
+    yield calls
+
+
+def make_pack(folder: Path) -> Path:
+    (folder / "faces").mkdir(parents=True)
+    shutil.copy(FACE, folder / "faces" / "a.png")
+    (folder / "faces" / "b.png").write_bytes((folder / "faces" / "a.png").read_bytes() + b"\0")
+    (folder / "pack.yaml").write_text(PACK)
+    return folder / "pack.yaml"
+
+
+def test_each_picture_is_named_once_when_the_pack_loads_and_never_again(
+    tmp_path: Path, hashed: list[Path]
+) -> None:
+    path = make_pack(tmp_path / "src")
+    pack = load_pack(path)
+    faces = tmp_path / "src" / "faces"
+    # a.png is a face reference and both scenes' init image: hashed once all the same.
+    assert sorted(p.name for p in hashed) == ["a.png", "b.png"]
+    assert set(pack.uploads) == {(faces / "a.png").resolve(), (faces / "b.png").resolve()}
+    hashed.clear()
+    jobs = expand(pack)
+    refs = references(pack)
+    PackState.open(tmp_path / "out", pack, max_retries=1)
+    assert hashed == []  # jobs, the resume identity and the state use the pack's names
+    a = pack.uploads[(faces / "a.png").resolve()]
+    assert refs["faces/a.png"] == a.sha256
+    for job in jobs:
+        assert job.uploads[0] == a and a in job.uploads
+        assert job.spec.img2img is not None and job.spec.img2img.image == a.image_value
+
+
+def test_a_picture_changed_after_loading_is_refused_at_upload_not_sent_under_its_old_name(
+    tmp_path: Path,
+) -> None:
+    from charpack.comfy.auth import ServerConfig
+    from charpack.comfy.transport import HttpCore
+    from charpack.comfy.uploader import Uploader
+
+    pack = load_pack(make_pack(tmp_path / "src"))
+    upload = next(iter(pack.uploads.values()))
+    upload.path.write_bytes(b"other bytes")
+    uploader = Uploader(HttpCore(config=ServerConfig.from_url("http://127.0.0.1:9", env={})))
+    with pytest.raises(OSError, match="changed since the pack was loaded"):
+        uploader.upload(upload)  # checked before anything is sent (port 9 answers nothing)
+
+
+def test_file_stems_have_one_maker_with_a_pinned_format(tmp_path: Path) -> None:
+    assert file_stem("cafe", 7, 123) == "cafe_007_123"
+    assert file_stem("walk", 1234, 0) == "walk_1234_0"
+    pack = load_pack(make_pack(tmp_path / "src"))
+    job = expand(pack)[-1]
+    assert job.stem == file_stem("walk", 1, 5) == "walk_001_5"
+    retry = job.with_seed(99)
+    assert retry.stem == "walk_001_99" and retry.spec.output.name == retry.stem
