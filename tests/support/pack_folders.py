@@ -18,6 +18,8 @@ from typing import Any
 from PIL import Image, ImageDraw, PngImagePlugin
 
 from charpack.folder.manifest import Attempt, FileRecord, JobEntry, Manifest
+from charpack.pack.jobs import file_stem
+from charpack.run.state import image_dir
 
 SECRET_PROMPT = "ava_cp woman, linen shirt at a sunny street cafe, morning light"
 SERVER = "https://pod-a-8188.proxy.runpod.net"
@@ -90,14 +92,14 @@ def build(
         attempts: list[Attempt] = []
         image: str | None = None
         for number, shot in enumerate(spec.shots, start=1):
-            stem = f"{spec.scene}_{spec.index:03d}_{shot.seed}"
+            stem = file_stem(spec.scene, spec.index, shot.seed)
             files: list[FileRecord] = []
             if shot.status == "success":
-                image = f"{spec.scene}/{stem}.png"
+                image = f"{image_dir(spec.scene, rejected=False)}/{stem}.png"
                 picture(folder / image, seed=shot.seed, size=size)
                 files.append(_record(folder, image))
             elif shot.status == "below_threshold":
-                rel = f"rejected/{spec.scene}/{stem}.png"
+                rel = f"{image_dir(spec.scene, rejected=True)}/{stem}.png"
                 picture(folder / rel, seed=shot.seed, size=size)
                 files.append(_record(folder, rel))
             submitted = max(clock, shot.submitted_at)
@@ -128,7 +130,8 @@ def build(
         last = spec.shots[-1] if spec.shots else None
         if spec.status == "below_threshold":  # the runner keeps the best attempt as the image
             last = max(spec.shots, key=lambda shot: shot.score or 0.0)
-            image = f"rejected/{spec.scene}/{spec.scene}_{spec.index:03d}_{last.seed}.png"
+            stem = file_stem(spec.scene, spec.index, last.seed)
+            image = f"{image_dir(spec.scene, rejected=True)}/{stem}.png"
         entry: JobEntry = {
             "key": key,
             "scene": spec.scene,
