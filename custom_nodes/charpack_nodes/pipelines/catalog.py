@@ -1,4 +1,5 @@
-"""Every node type and input name charpack emits, one spelling each.
+"""Every name that crosses the pipelines <-> orchestrator line, one spelling each: node types,
+input names, the loader model folders and the pipeline's stage names.
 
 Names are transcribed from the recorded ``/object_info`` of ComfyUI 0.3.75 and of the pinned
 node packs (``orchestrator/data/object_info/``); a unit test checks each entry against those
@@ -9,7 +10,10 @@ Input rules: every *required* input and every *optional widget* is sent explicit
 ``noise_mask_feather`` is 20 in the UI but 0 when omitted from an API prompt); *optional links*
 are sent only when connected.
 
-This module owns names only: presets live in ``params.py``, wiring in ``stages.py``.
+Node *ids* (``base.ckpt``, ``score.run``) are exported by the stage builder that emits them
+(``base.py``, ``models.py``, ``face.py``, ``finish.py``). This module owns names only: presets
+live in ``params.py``, wiring in the stage builders. ``tests/unit/test_one_spelling.py`` checks
+that no other production module spells any of these names as a string literal.
 """
 
 from __future__ import annotations
@@ -23,6 +27,31 @@ INSTANTID = "ComfyUI_InstantID"
 IMPACT = "ComfyUI-Impact-Pack"
 IMPACT_SUBPACK = "ComfyUI-Impact-Subpack"
 CHARPACK = "charpack_nodes"
+
+# The pipeline's stages, one vocabulary from pack file to report: a pack file's
+# ``stages.<name>`` keys, :func:`~charpack_nodes.pipelines.build_stage`'s stages, the macro
+# nodes' on/off settings and the report's stage timings. Each is also the ``PipelineSpec`` field
+# holding that stage's settings (``STAGE_DETECTION``: face detection, shared by both face passes).
+STAGE_BASE = "base"
+STAGE_FACEID = "faceid"
+STAGE_INSTANTID = "instantid"
+STAGE_FACE_DETAILER = "face_detailer"
+STAGE_UPSCALE = "upscale"
+STAGE_PAG = "pag"
+STAGE_DETECTION = "detection"
+
+# ComfyUI's models/ folders (``folder_paths`` names) that charpack's loaders read from.
+FOLDER_CHECKPOINTS = "checkpoints"
+FOLDER_LORAS = "loras"
+FOLDER_VAE = "vae"
+FOLDER_CONTROLNET = "controlnet"
+FOLDER_CLIP_VISION = "clip_vision"
+FOLDER_UPSCALE_MODELS = "upscale_models"
+FOLDER_IPADAPTER = "ipadapter"
+FOLDER_INSTANTID = "instantid"
+FOLDER_SAMS = "sams"
+FOLDER_ULTRALYTICS = "ultralytics"
+FOLDER_INSIGHTFACE = "insightface"  # registered by charpack_nodes (extension.py) when missing
 
 
 @dataclass(frozen=True)
@@ -294,6 +323,22 @@ ALL: tuple[NodeSpec, ...] = (
 )
 
 _BY_TYPE = {spec.class_type: spec for spec in ALL}
+
+# (class_type, input) -> models/ folder, for loaders whose file a user must put there by hand
+# (also loaders charpack does not emit itself: a hand-made workflow gets the same hint).
+LOADER_FOLDERS: dict[tuple[str, str], str] = {
+    (CHECKPOINT_LOADER.class_type, "ckpt_name"): FOLDER_CHECKPOINTS,
+    (LORA_LOADER.class_type, "lora_name"): FOLDER_LORAS,
+    ("LoraLoaderModelOnly", "lora_name"): FOLDER_LORAS,
+    ("VAELoader", "vae_name"): FOLDER_VAE,
+    (CONTROLNET_LOADER.class_type, "control_net_name"): FOLDER_CONTROLNET,
+    ("CLIPVisionLoader", "clip_name"): FOLDER_CLIP_VISION,
+    (UPSCALE_MODEL_LOADER.class_type, "model_name"): FOLDER_UPSCALE_MODELS,
+    ("IPAdapterModelLoader", "ipadapter_file"): FOLDER_IPADAPTER,
+    (INSTANTID_MODEL_LOADER.class_type, "instantid_file"): FOLDER_INSTANTID,
+    (SAM_LOADER.class_type, "model_name"): FOLDER_SAMS,
+    (ULTRALYTICS_DETECTOR.class_type, "model_name"): FOLDER_ULTRALYTICS,
+}
 
 # Node types the project never emits, whatever the parameters (ImageSharpen amplifies grain).
 FORBIDDEN: frozenset[str] = frozenset({"ImageSharpen"})
