@@ -1,7 +1,7 @@
 """The HTTP client of one ComfyUI server.
 
 Owns every ComfyUI route the orchestrator calls (health, node and model listings, submit, queue,
-history, interrupt/cancel, free, uploads, downloads) and the rule that ``POST /prompt`` is never
+history, interrupt/cancel, uploads, downloads) and the rule that ``POST /prompt`` is never
 blindly re-posted: the caller picks the ``prompt_id`` and records it first; after an ambiguous
 failure the client looks for that id in ``/queue`` and ``/history`` before posting again.
 It does not follow progress (:mod:`charpack.comfy.stream`) or decide when a prompt is done
@@ -284,11 +284,6 @@ class ComfyClient:
         self.http.request("POST", "/queue", json={"delete": ids})
         for running in set(self.queue().running) & set(ids):
             self.interrupt(running)
-
-    def free(self, *, unload_models: bool = False, free_memory: bool = True) -> None:
-        """``POST /free``: applied by the server between prompts."""
-        body = {"unload_models": unload_models, "free_memory": free_memory}
-        self.http.request("POST", "/free", json=body)
 
     # -- files -------------------------------------------------------------------------------
 

@@ -1,8 +1,8 @@
 """Knowing when prompts on one server are finished: websocket first, polling as the fallback.
 
 Owns :class:`Completion`, a non-blocking tracker of the in-flight prompts of one server that a
-runner feeds with events (from any loop) and asks to poll when due, and :func:`wait_done`, the
-blocking helper built from it. The rules (``reference/comfyui-api.md`` §9-§10):
+run's server worker (:mod:`charpack.run.worker`) feeds with events and asks to poll when due;
+nothing here blocks on one prompt. The rules (``reference/comfyui-api.md`` §9-§10):
 
 - done = the websocket's :class:`~charpack.comfy.events.Done` for the id, then a history read with
   a short retry (history can lag);
@@ -14,11 +14,9 @@ blocking helper built from it. The rules (``reference/comfyui-api.md`` §9-§10)
 from __future__ import annotations
 
 import logging
-import queue
 import time
 from dataclasses import dataclass
 
-from ..errors import JobLost, ServerUnavailable, TimeoutExceeded
 from .client import ComfyClient
 from .events import Done, Event, Reconnected
 from .results import JobResult
@@ -131,65 +129,3 @@ class Completion:
             self._inflight.discard(outcome.prompt_id)
         self._reconcile = False
         return found
-
-    def step(self, events: queue.Queue[Event], *, timeout: float) -> list[Outcome]:
-        """Wait up to ``timeout`` s for events of ``events``, handle them, poll when due."""
-        outcomes: list[Outcome] = []
-        end = time.monotonic() + timeout
-        while not outcomes:
-            if self.poll_due():
-                try:
-                    outcomes.extend(self.reconcile())
-                except ServerUnavailable as exc:
-                    log.info("%s: poll failed: %s", self.client.config.label, exc)
-                if outcomes:
-                    break
-            remaining = end - time.monotonic()
-            if remaining <= 0:
-                break
-            wait = min(remaining, max(0.05, self.poll_interval / 4))
-            try:
-                event = events.get(timeout=wait)
-            except queue.Empty:
-                continue
-            outcomes.extend(self.handle(event))
-        return outcomes
-
-
-def wait_done(
-    *,
-    client: ComfyClient,
-    prompt_id: str,
-    deadline: float,
-    stream: EventStream | None = None,
-    poll_interval: float = 5.0,
-) -> JobResult:
-    """Block until ``prompt_id`` finished on ``client``'s server; return its result.
-
-    ``deadline`` is a :func:`time.monotonic` value. Works without a stream (polling only).
-    Raises :class:`JobLost` when the server no longer knows the prompt and
-    :class:`TimeoutExceeded` at the deadline. The result may be an error or an interrupt:
-    call :meth:`JobResult.raise_for_status` to turn those into :class:`ExecutionFailed`.
-    """
-    events: queue.Queue[Event] = stream.subscribe(queue.Queue()) if stream else queue.Queue()
-    try:
-        tracker = Completion(client=client, stream=stream, poll_interval=poll_interval)
-        tracker.add(prompt_id)
-        tracker.reconcile_soon()  # it may have finished before we subscribed
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutExceeded(
-                    f"{client.config.label}: prompt {prompt_id} did not finish in time; it may "
-                    "still run (job_state() tells), raise the timeout for slow pipelines."
-                )
-            for outcome in tracker.step(events, timeout=remaining):
-                if isinstance(outcome, Lost):
-                    raise JobLost(
-                        f"{client.config.label}: prompt {prompt_id} is in neither history nor "
-                        "queue (the server restarted?); submit it again."
-                    )
-                return outcome
-    finally:
-        if stream is not None:
-            stream.unsubscribe(events)

@@ -20,7 +20,7 @@ assignments. The rules, in the order they apply:
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
 
@@ -61,10 +61,6 @@ class Scheduler:
             queue.append(key)
         self._group_of[key] = group
 
-    def add_all(self, items: Iterable[tuple[str, Hashable]]) -> None:
-        for key, group in items:
-            self.add(key, group)
-
     def remove(self, key: str) -> bool:
         """Take ``key`` out of the queue (it failed without running); False if not waiting."""
         group = self._group_of.pop(key, None)
@@ -78,9 +74,6 @@ class Scheduler:
     def waiting(self) -> int:
         """Jobs not yet assigned to any server."""
         return len(self._group_of)
-
-    def is_waiting(self, key: str) -> bool:
-        return key in self._group_of
 
     # -- the servers -----------------------------------------------------------------------
 
@@ -101,18 +94,15 @@ class Scheduler:
             raise ValueError(f"{server} has no prompt in flight")
         slot.load -= 1
 
-    def load(self, server: str) -> int:
-        return self.slots[server].load
-
     # -- decisions -------------------------------------------------------------------------
 
-    def assign(self, *, limit: int | None = None) -> list[tuple[str, str]]:
+    def assign(self) -> list[tuple[str, str]]:
         """Hand waiting jobs to servers with room; returns ``(server, key)`` in dispatch order.
 
         Each returned job counts as in flight on its server until :meth:`finished`.
         """
         out: list[tuple[str, str]] = []
-        while self._group_of and (limit is None or len(out) < limit):
+        while self._group_of:
             room = [s for s in self.slots.values() if s.healthy and s.load < self.capacity]
             if not room:
                 break

@@ -22,13 +22,13 @@ from typer.testing import CliRunner
 from charpack.cli import pod as cli_pod
 from charpack.comfy.auth import ServerConfig
 from charpack.comfy.client import ComfyClient
-from charpack.comfy.completion import wait_done
 from charpack.comfy.results import JobStatus
 from charpack.comfy.stream import EventStream
 from charpack.errors import AuthError, PodError
 from charpack.pod import version as pod_version
 from charpack.pod.lifecycle import PodInfo, load_pod_spec, pod_session
 from charpack.pod.version import CharpackVersion
+from tests.support.completion import finished
 from tests.support.graphs import fresh, invert_graph
 
 from .fake_runpod import FakeRunPod
@@ -78,7 +78,8 @@ def test_a_refused_api_key_is_reported_without_showing_it(fake_runpod: FakeRunPo
     result = invoke("status", "--json")
     assert result.exit_code == 4
     error = as_json(result)["error"]
-    assert error.startswith("RunPod refused RUNPOD_API_KEY")
+    assert error["type"] == "PodError" and error["exit_code"] == 4
+    assert error["message"].startswith("RunPod refused RUNPOD_API_KEY")
     assert "rp_wrong_key_0123456789" not in result.output
 
 
@@ -273,7 +274,7 @@ def test_the_orchestrator_client_runs_a_job_on_the_pod_with_its_token(
         client.submit(
             invert_graph(color=color, prefix=prefix), prompt_id=pid, client_id=stream.client_id
         )
-        result = wait_done(
+        result = finished(
             client=client, stream=stream, prompt_id=pid, deadline=time.monotonic() + 120
         )
         assert result.status is JobStatus.SUCCESS

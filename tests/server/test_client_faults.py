@@ -17,12 +17,13 @@ import pytest
 
 from charpack.comfy.auth import ServerConfig
 from charpack.comfy.client import ComfyClient
-from charpack.comfy.completion import Completion, Lost, wait_done
+from charpack.comfy.completion import Completion, Lost
 from charpack.comfy.events import Done, Event, Executing, Reconnected
 from charpack.comfy.results import JobState, JobStatus
 from charpack.comfy.stream import EventStream
-from charpack.errors import JobLost, ServerUnavailable
+from charpack.errors import ServerUnavailable
 from tests.comfy.server import free_port
+from tests.support.completion import finish, finished
 from tests.support.graphs import fresh, invert_graph, next_event, slow_graph
 from tests.support.tcp_relay import TcpRelay
 
@@ -59,7 +60,7 @@ def test_completion_found_by_polling_while_the_websocket_is_down(
         next_event(events, Executing, lambda e: e.prompt_id == pid and e.node == "blur")
         relay.refuse()
         assert relay.cut() == 1  # mid-job, and no way back in until accept()
-        result = wait_done(
+        result = finished(
             client=client, stream=stream, prompt_id=pid, deadline=_deadline(), poll_interval=0.2
         )
         assert result.status is JobStatus.SUCCESS and len(result.outputs) == 1
@@ -81,21 +82,18 @@ def test_websocket_cut_and_reconnect_keeps_following_the_prompt(
         stream = EventStream(config=ServerConfig.from_url(relay.url, env={}), backoff=0.01)
         with stream:
             events: queue.Queue[Event] = stream.subscribe()
-            tracker = Completion(client=client, stream=stream, poll_interval=60.0)
             color, prefix, pid = fresh("reconnect")
-            tracker.add(pid)
             assert stream.wait_connected(30)
             client.submit(
                 slow_graph(color=color, prefix=prefix), prompt_id=pid, client_id=stream.client_id
             )
             next_event(events, Executing, lambda e: e.prompt_id == pid and e.node == "blur")
             relay.cut()
-            outcomes: list[Any] = []
-            end = _deadline()
-            while not outcomes and time.monotonic() < end:
-                outcomes = tracker.step(events, timeout=1.0)
+            # No polling on a timer (60 s): the reconnect and the websocket's end marker decide.
+            result = finished(
+                client=client, stream=stream, prompt_id=pid, deadline=_deadline(), poll_interval=60
+            )
     assert stream.reconnects >= 1
-    (result,) = outcomes
     assert result.prompt_id == pid and result.status is JobStatus.SUCCESS
 
 
@@ -109,9 +107,7 @@ def test_post_whose_answer_was_lost_is_not_posted_again(comfy_server: Any, relay
                 invert_graph(color=color, prefix=prefix), prompt_id=pid, client_id="c"
             )
             assert submitted.recovered and submitted.prompt_id == pid
-            result = wait_done(
-                client=client, prompt_id=pid, deadline=_deadline(), poll_interval=0.1
-            )
+            result = finished(client=client, prompt_id=pid, deadline=_deadline(), poll_interval=0.1)
             assert result.ok
             assert _files(comfy_server, prefix) == [f"{prefix.split('/')[1]}_00001_.png"]
     posts = [r for r in relay.requests if r.startswith("POST /prompt")]
@@ -129,7 +125,7 @@ def test_post_that_never_reached_the_server_is_posted_again(
             invert_graph(color=color, prefix=prefix), prompt_id=pid, client_id="c"
         )
         assert not submitted.recovered
-        assert wait_done(client=client, prompt_id=pid, deadline=_deadline(), poll_interval=0.1).ok
+        assert finished(client=client, prompt_id=pid, deadline=_deadline(), poll_interval=0.1).ok
     assert len([r for r in relay.requests if r.startswith("POST /prompt")]) == 2
     assert _files(comfy_server, prefix) == [f"{prefix.split('/')[1]}_00001_.png"]
 
@@ -146,7 +142,7 @@ def test_post_is_not_repeated_when_the_server_cannot_be_asked(
             client.submit(invert_graph(color=color, prefix=prefix), prompt_id=pid, client_id="c")
     assert len([r for r in relay.requests if r.startswith("POST /prompt")]) == 1
     with ComfyClient(config=ServerConfig.from_url(comfy_server.url, env={})) as direct:
-        assert wait_done(
+        assert finished(
             client=direct, prompt_id=pid, deadline=_deadline(), poll_interval=0.1
         ).ok  # the one POST did run
 
@@ -179,14 +175,10 @@ def test_prompt_lost_in_a_server_restart_is_reported_lost(comfy_server_factory: 
             server.restart(port=relay.target[1])
             next_event(events, Reconnected)
             assert client.job_state(pid) is JobState.LOST
-            with pytest.raises(JobLost, match="submit it again"):
-                wait_done(
-                    client=client,
-                    stream=stream,
-                    prompt_id=pid,
-                    deadline=_deadline(),
-                    poll_interval=0.2,
-                )
+            lost = finish(
+                client=client, stream=stream, prompt_id=pid, deadline=_deadline(), poll_interval=0.2
+            )
+            assert lost == Lost(pid, cfg.name)
             tracker = Completion(client=client, stream=stream)
             tracker.add(pid)
             assert tracker.reconcile() == [Lost(pid, cfg.name)]
@@ -206,7 +198,7 @@ def test_tokens_reach_a_real_server_and_never_the_logs(
         client.submit(
             invert_graph(color=color, prefix=prefix), prompt_id=pid, client_id=stream.client_id
         )
-        result = wait_done(client=client, stream=stream, prompt_id=pid, deadline=_deadline())
+        result = finished(client=client, stream=stream, prompt_id=pid, deadline=_deadline())
         client.download(result.outputs[0], tmp_path / "out.png")
     lines = [r.split("\r\n")[0] for r in relay.requests]
     for route in ("GET /ws?", "POST /prompt?", "GET /history/", "GET /view?"):

@@ -15,12 +15,12 @@ from PIL import Image
 
 from charpack.comfy.auth import ServerConfig
 from charpack.comfy.client import ComfyClient
-from charpack.comfy.completion import wait_done
 from charpack.comfy.events import Done, Event, Executing, ExecutionError, ExecutionStart
 from charpack.comfy.results import JobState, JobStatus, OutputRef
 from charpack.comfy.stream import EventStream
 from charpack.errors import ExecutionFailed, MissingOnServer, PromptRejected
 from charpack.pack.uploads import upload_for
+from tests.support.completion import finished
 from tests.support.graphs import fresh, invert_graph, load_graph, next_event, slow_graph
 from tests.support.tcp_relay import TcpRelay
 
@@ -69,7 +69,7 @@ def test_submit_follow_and_download(
     ran = [e.node for e in seen if isinstance(e, Executing) and e.prompt_id == pid]
     assert ran == ["img", "inv", "save"] and start.received <= done.received
 
-    result = wait_done(client=client, stream=stream, prompt_id=pid, deadline=_deadline())
+    result = finished(client=client, stream=stream, prompt_id=pid, deadline=_deadline())
     assert result.status is JobStatus.SUCCESS and result.execution_s is not None
     (ref,) = result.outputs
     assert (ref.node_id, ref.type, ref.subfolder) == ("save", "output", prefix.split("/")[0])
@@ -142,7 +142,7 @@ def test_partly_valid_prompt_is_rejected_and_not_left_queued(
     assert "queued and then cancelled" in str(caught.value)
     assert "required input 'filename_prefix' is missing" in caught.value.node_messages["bad"][0]
     assert client.job_state(pid) is JobState.LOST  # dropped while still pending: never runs
-    assert wait_done(client=client, stream=stream, prompt_id=busy, deadline=_deadline()).ok
+    assert finished(client=client, stream=stream, prompt_id=busy, deadline=_deadline()).ok
 
 
 def test_unknown_node_type_and_model_folder(client: ComfyClient) -> None:
@@ -179,9 +179,7 @@ def test_same_bytes_are_uploaded_once(comfy_server: Any, tmp_path: Path) -> None
             client.submit(
                 load_graph(image=first.image_value, prefix=prefix), prompt_id=pid, client_id="c"
             )
-            result = wait_done(
-                client=client, prompt_id=pid, deadline=_deadline(), poll_interval=0.1
-            )
+            result = finished(client=client, prompt_id=pid, deadline=_deadline(), poll_interval=0.1)
         with ComfyClient(config=cfg) as other:  # a new run: same name, no renamed copy
             third = other.upload_image(a)
     uploads = [r for r in relay.requests if r.startswith("POST /upload/image")]
@@ -205,7 +203,7 @@ def test_execution_error_names_the_node(
         client_id=stream.client_id,
     )
     error = next_event(events, ExecutionError, lambda e: e.prompt_id == pid)
-    result = wait_done(client=client, stream=stream, prompt_id=pid, deadline=_deadline())
+    result = finished(client=client, stream=stream, prompt_id=pid, deadline=_deadline())
     assert result.status is JobStatus.ERROR and result.outputs == ()
     assert result.failure is not None
     assert (result.failure.node_id, result.failure.node_type) == ("load", "LoadImage")
@@ -229,7 +227,7 @@ def test_cancel_interrupts_the_running_and_drops_the_pending(
     )
     next_event(events, Executing, lambda e: e.prompt_id == running and e.node == "blur")
     client.cancel([running, pending])
-    result = wait_done(client=client, stream=stream, prompt_id=running, deadline=_deadline())
+    result = finished(client=client, stream=stream, prompt_id=running, deadline=_deadline())
     assert result.status is JobStatus.INTERRUPTED and result.outputs == ()
     assert result.failure is not None and result.failure.node_id in ("blur", "save")
     assert client.job_state(pending) is JobState.LOST  # removed before it ran: no history

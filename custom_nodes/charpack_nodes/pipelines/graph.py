@@ -64,12 +64,6 @@ class Node:
             )
         return [self.id, index]
 
-    def set_input(self, name: str, value: Any) -> None:
-        if value is None:
-            self.inputs.pop(name, None)
-        else:
-            self.inputs[name] = value
-
     def serialize(self) -> ApiNode:
         return {"class_type": self.class_type, "inputs": dict(self.inputs)}
 
@@ -109,9 +103,6 @@ class Graph:
         node = Node(node_id, class_type, clean)
         self._nodes[node_id] = node
         return node
-
-    def lookup_node(self, id: str) -> Node | None:  # noqa: A002
-        return self._nodes.get(self.prefix + id)
 
     def __contains__(self, id: str) -> bool:  # noqa: A002
         return self.prefix + id in self._nodes
