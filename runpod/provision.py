@@ -28,7 +28,7 @@ from provision_layout import (
     skip_download_marker,
     write_whitelist,
 )
-from provision_manifest import TOKEN_ENV, ManifestError, load_manifest, parse_civitai_versions
+from provision_manifest import TOKEN_ENV, PodManifestError, load_manifest, parse_civitai_versions
 from provision_models import Options, State, provision_models
 from provision_python import ensure_apt, ensure_python
 from provision_report import Report
@@ -91,7 +91,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def run(args: argparse.Namespace) -> int:
     try:
         manifest = load_manifest(args.manifest)
-    except ManifestError as exc:
+    except PodManifestError as exc:
         sys.stderr.write(f"{exc}\n")
         return 2
     given = ",".join([os.environ.get(CIVITAI_VERSIONS_ENV, ""), *args.civitai_version])

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from provision_manifest import Manifest
+from provision_manifest import PodManifest
 from provision_models import State
 from provision_report import Report
 
@@ -61,7 +61,7 @@ def skip_download_marker(*, comfy_dir: Path, report: Report) -> None:
     report.add("layout", marker.name, "done", "created (the Impact packs download nothing)")
 
 
-def check_insightface(*, manifest: Manifest, models_dir: Path, report: Report) -> None:
+def check_insightface(*, manifest: PodManifest, models_dir: Path, report: Report) -> None:
     root = models_dir / "insightface" / "models"
     packs: dict[str, list[str]] = {}
     for m in manifest.models:
@@ -93,7 +93,9 @@ def check_insightface(*, manifest: Manifest, models_dir: Path, report: Report) -
             report.add("layout", f"insightface/{pack}", "ok", f"all {len(files)} files in place")
 
 
-def write_whitelist(*, manifest: Manifest, comfy_dir: Path, state: State, report: Report) -> None:
+def write_whitelist(
+    *, manifest: PodManifest, comfy_dir: Path, state: State, report: Report
+) -> None:
     names = sorted(
         m.file
         for m in manifest.models

@@ -1,6 +1,6 @@
 """Loading and checking runpod/manifest.toml (standard library only; runs on a bare pod).
 
-Owns the manifest's typed view (`Manifest`, `Model`, `NodePack`, ...) and its validation: every
+Owns the manifest's typed view (`PodManifest`, `Model`, `NodePack`, ...) and its validation: every
 problem is collected and reported at once, each naming the key and the fix. It does not touch
 the network or the volume.
 """
@@ -30,8 +30,10 @@ COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 TOKEN_ENV = {"hf": "HF_TOKEN", "civitai": "CIVITAI_TOKEN"}
 
 
-class ManifestError(Exception):
-    """The manifest cannot be used; ``problems`` holds one line per problem."""
+class PodManifestError(Exception):
+    """The pod manifest (``manifest.toml``) cannot be used; ``problems`` holds one line per
+    problem. Not the pack folder's ``charpack.folder.manifest.ManifestError``; a plain Exception
+    because these scripts run on the pod with the standard library only (no charpack there)."""
 
     def __init__(self, path: Path, problems: list[str]) -> None:
         self.problems = problems
@@ -83,7 +85,7 @@ class Model:
 
 
 @dataclass(frozen=True)
-class Manifest:
+class PodManifest:
     path: Path
     raw: dict[str, Any]
     comfyui_repo: str
@@ -101,14 +103,14 @@ class Manifest:
     pod: dict[str, Any]
 
 
-def load_manifest(path: Path) -> Manifest:
-    """Read and validate ``path``; raise `ManifestError` listing every problem."""
+def load_manifest(path: Path) -> PodManifest:
+    """Read and validate ``path``; raise `PodManifestError` listing every problem."""
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ManifestError(path, ["file not found: pass --manifest PATH"]) from None
+        raise PodManifestError(path, ["file not found: pass --manifest PATH"]) from None
     except tomllib.TOMLDecodeError as exc:
-        raise ManifestError(path, [f"not valid TOML: {exc}"]) from None
+        raise PodManifestError(path, [f"not valid TOML: {exc}"]) from None
     problems: list[str] = []
     get = _Getter(raw, problems)
     if raw.get("schema") != 1:
@@ -138,8 +140,8 @@ def load_manifest(path: Path) -> Manifest:
         problems.append("volume.reserve_gb: must be a number of GB >= 0")
         reserve_gb = 0
     if problems:
-        raise ManifestError(path, problems)
-    return Manifest(
+        raise PodManifestError(path, problems)
+    return PodManifest(
         path=path,
         raw=raw,
         comfyui_repo=get.str("comfyui", "repo"),
@@ -215,7 +217,7 @@ def _positive_int(t: dict[str, Any], name: str, where: str, problems: list[str])
     return value
 
 
-def parse_civitai_versions(text: str, manifest: Manifest) -> tuple[dict[str, int], list[str]]:
+def parse_civitai_versions(text: str, manifest: PodManifest) -> tuple[dict[str, int], list[str]]:
     """``"biglove_xl=1744439,other=12"`` -> ({key: versionId}, problems); keys must name
     CivitAI entries of ``manifest``."""
     civitai = sorted(m.key for m in manifest.models if m.civitai_model is not None)

@@ -26,7 +26,7 @@ from typing import Any
 
 from provision_civitai import DEFAULT_API, choose_hint, resolve_version, same_origin
 from provision_download import DownloadError, download, sha256_file
-from provision_manifest import Manifest, Model
+from provision_manifest import Model, PodManifest
 from provision_report import Report
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,7 @@ class Options:
     civitai_versions: Mapping[str, int] = field(default_factory=dict)  # key -> chosen version
 
 
-def provision_models(*, manifest: Manifest, state: State, opts: Options, report: Report) -> None:
+def provision_models(*, manifest: PodManifest, state: State, opts: Options, report: Report) -> None:
     models = [m for m in manifest.models if not opts.only or m.key in opts.only]
     unknown = opts.only - {m.key for m in manifest.models}
     for key in sorted(unknown):

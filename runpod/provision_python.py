@@ -18,7 +18,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from provision_manifest import Manifest
+from provision_manifest import PodManifest
 from provision_models import State
 from provision_report import Report
 
@@ -71,7 +71,7 @@ def _dpkg_installed(package: str) -> bool:
 
 def ensure_python(
     *,
-    manifest: Manifest,
+    manifest: PodManifest,
     venv: Path,
     comfy_dir: Path,
     state: State,
@@ -193,7 +193,7 @@ def _image_torch(python: Path) -> dict[str, str]:
         return {}
 
 
-def _checks(python: Path, manifest: Manifest, log_path: Path, report: Report) -> bool:
+def _checks(python: Path, manifest: PodManifest, log_path: Path, report: Report) -> bool:
     """Refuse forbidden versions; remove a CPU onnxruntime that would shadow the GPU one."""
     code = (
         "import json, importlib.metadata as m\n"

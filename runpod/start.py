@@ -28,7 +28,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from provision_manifest import ManifestError, load_manifest
+from provision_manifest import PodManifestError, load_manifest
 
 HERE = Path(__file__).resolve().parent
 TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{32,256}$")
@@ -187,7 +187,7 @@ def run(args: argparse.Namespace) -> int:
         return fail(f"refusing to start ComfyUI without a valid token: {TOKEN_HELP}")
     try:
         manifest = load_manifest(args.manifest)
-    except ManifestError as exc:
+    except PodManifestError as exc:
         return fail(str(exc))
     root = args.root.resolve()
     logs_dir = root / manifest.layout["logs_dir"]

@@ -19,7 +19,7 @@ from typing import Any
 
 import requests
 
-from ..errors import AuthError, ServerUnavailable
+from ..errors import AuthError, CharpackError, ServerUnavailable
 from .auth import ServerConfig, install_log_redaction, redact
 
 log = logging.getLogger(__name__)
@@ -31,10 +31,12 @@ EXCERPT_CHARS = 200
 _EXCERPT_SCAN = 16_384  # of a body, only this much is read for an excerpt (then redacted)
 
 
-class Ambiguous(Exception):
+class Ambiguous(CharpackError):
     """A request failed after it may have reached the server (timeout, reset, 5xx).
 
     ``body`` is an excerpt of a 5xx answer's body, already redacted (see :func:`excerpt`).
+    Internal to the client (it decides whether to post again), yet a CharpackError like every
+    exception the package raises.
     """
 
     def __init__(self, reason: str, status: int | None = None, body: str = "") -> None:

@@ -31,7 +31,7 @@ from .integrity import disk_full, is_full, open_new, os_problem, writable
 FORMAT = 1
 MANIFEST = "manifest.json"
 
-JobStatus = Literal["pending", "submitted", "done", "below_threshold", "failed"]
+EntryStatus = Literal["pending", "submitted", "done", "below_threshold", "failed"]
 AttemptStatus = Literal[
     "submitted", "running", "success", "error", "interrupted", "lost", "below_threshold"
 ]
@@ -67,7 +67,7 @@ class JobEntry(TypedDict, total=False):
     key: str
     scene: str
     index: int
-    status: JobStatus
+    status: EntryStatus
     seed: int  # seed of the latest (or accepted) attempt
     prompt_id: str | None
     server: str | None

@@ -14,6 +14,8 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import CharpackError
+
 SUBFOLDER = "charpack"
 
 
@@ -61,7 +63,7 @@ class Picture:
     height: int
 
 
-class PictureRefused(ValueError):
+class PictureRefused(CharpackError, ValueError):
     """A picture file that is not a readable PNG/JPEG/WebP within the limits; the message
     completes a sentence about the file and ``fix`` says what to do."""
 
