@@ -22,9 +22,9 @@ from __future__ import annotations
 import re
 import sys
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from charpack_nodes.pipelines import catalog
 
@@ -35,7 +35,8 @@ from ..errors import AuthError, MissingOnServer, ServerUnavailable
 from ..pack.jobs import Job
 from ..pod import version as pod_version
 from ..pod.spec import default_manifest_path
-from .validate import validate_graph
+from .findings import Finding
+from .validate import VALUE_CODES, validate_graph
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -43,7 +44,6 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 PINNED_COMFYUI = "0.3.75"
-Level = Literal["error", "warning"]
 Lister = Callable[[str], "list[str] | None"]  # models/<folder> listing; None: folder unknown
 
 # Files a node finds by name pattern rather than through an input (IPAdapter's Unified Loader
@@ -65,21 +65,6 @@ _FACE_FILES = {
     "buffalo_l": ("det_10g.onnx", "w600k_r50.onnx"),
     "antelopev2": ("scrfd_10g_bnkps.onnx", "glintr100.onnx"),
 }
-
-
-@dataclass(frozen=True)
-class Finding:
-    """Something the server lacks or would refuse (``error``) or could not confirm (``warning``)."""
-
-    level: Level
-    check: str  # server | version | node | model | insightface | workflow
-    subject: str
-    problem: str
-    fix: str
-    used_by: Iterable[str] = ()  # scenes; stored sorted, as a tuple
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "used_by", tuple(sorted(set(self.used_by))))
 
 
 @dataclass
@@ -158,9 +143,8 @@ def preflight(
         raw_info = client.object_info()
     except (ServerUnavailable, AuthError) as exc:
         report.reachable = False
-        report.findings.append(
-            Finding("error", "server", client.config.label, str(exc), _reach_fix(exc))
-        )
+        code = "server.refused" if isinstance(exc, AuthError) else "server.unreachable"
+        report.findings.append(Finding(code, client.config.label, str(exc), _reach_fix(exc)))
         return report
     pinned = provisioning.comfyui_version if provisioning else PINNED_COMFYUI
     version = stats.get("system", {}).get("comfyui_version")
@@ -169,7 +153,7 @@ def preflight(
         subject = f"ComfyUI {report.comfyui_version or 'unknown'}"
         problem = f"charpack is tested with ComfyUI {pinned}; node packs are pinned for it"
         fix = f"run ComfyUI {pinned} ([comfyui] in runpod/manifest.toml) or try a few images first"
-        report.findings.append(Finding("warning", "version", subject, problem, fix))
+        report.findings.append(Finding("version.comfyui", subject, problem, fix, "warning"))
 
     def lister(folder: str) -> list[str] | None:
         try:
@@ -191,8 +175,9 @@ def _check_charpack_version(
         theirs = pod_version.server_version(client)
     except (ServerUnavailable, AuthError) as exc:
         problem = f"could not read {pod_version.VERSION_ROUTE}: {exc}"
+        fix = "run preflight again"
         report.findings.append(
-            Finding("warning", "version", "charpack nodes", problem, "run preflight again")
+            Finding("version.charpack_unread", "charpack nodes", problem, fix, "warning")
         )
         return
     ours_loaded = any(getattr(catalog.get(ct), "pack", None) == catalog.CHARPACK for ct in raw_info)
@@ -202,7 +187,7 @@ def _check_charpack_version(
         return
     problem, fix = pod_version.mismatch_message(theirs, ours)
     subject = f"charpack nodes {theirs or 'of unknown version'}"
-    report.findings.append(Finding("error", "version", subject, problem, fix))
+    report.findings.append(Finding("version.charpack_mismatch", subject, problem, fix))
 
 
 def check_jobs(
@@ -222,18 +207,21 @@ def check_jobs(
     files: dict[tuple[str, str, str, str], set[str]] = {}  # (folder, type, input, file)
     found_by_name: dict[tuple[str, str, str, str], set[str]] = {}  # (+ the node type)
     face_packs: dict[str, set[str]] = {}
-    skip: set[str] = set()  # validate_graph prefixes already reported here (or not checkable)
+    # Nodes whose type is reported missing here, and inputs whose values are checked here
+    # against the server's own lists: validate_graph's findings about them are left out.
+    skip_nodes: set[str] = set()
+    skip_values: set[tuple[str, str]] = set()  # (node id, input)
     for scene, graph in graphs.items():
         for node_id, node in graph.items():
             ct, inputs = str(node["class_type"]), node.get("inputs", {})
             types.setdefault(ct, set()).add(scene)
             if ct not in info:
-                skip.add(f"{node_id} ({ct}):")
+                skip_nodes.add(node_id)
             if ct == "LoadImage":  # charpack run uploads these first
-                skip.add(f"{node_id} ({ct}): image:")
+                skip_values.add((node_id, "image"))
             for folder, name, value in model_files(ct, inputs):
                 files.setdefault((folder, ct, name, value), set()).add(scene)
-                skip.add(f"{node_id} ({ct}): {name}:")
+                skip_values.add((node_id, name))
             for need in _FOUND_BY_NAME.get((ct, str(inputs.get("preset"))), ()):
                 found_by_name.setdefault((*need, ct), set()).add(scene)
             pack = _face_pack(ct, inputs)
@@ -258,13 +246,16 @@ def check_jobs(
         elif not any(re.search(pattern, f, re.IGNORECASE) for f in have):
             add(_missing_file(folder, upstream, have, scenes, provisioning))
     _check_face_packs(face_packs, lister, provisioning, add)
-    refused: dict[str, list[str]] = {}  # validate_graph line -> scenes
+    refused: dict[Finding, list[str]] = {}  # validate_graph's finding -> scenes
     for scene, graph in graphs.items():
-        for line in validate_graph(graph, info):
-            if not line.startswith(tuple(skip)):
-                refused.setdefault(line, []).append(scene)
-    for line, where in refused.items():
-        add(Finding("error", "workflow", where[0], line, "", where))
+        for finding in validate_graph(graph, info):
+            if finding.node in skip_nodes or (
+                finding.code in VALUE_CODES and (finding.node, finding.input) in skip_values
+            ):
+                continue
+            refused.setdefault(finding, []).append(scene)
+    for finding, where in refused.items():
+        add(replace(finding, used_by=where))
     report.checked.update(
         workflows=len(graphs),
         node_types=len(types),
@@ -307,14 +298,14 @@ def _check_face_packs(
         if have is None:
             problem = "cannot be probed: the server does not list models/insightface"
             fix = f"make sure {subject} holds {', '.join(wanted) or 'the pack'} (not nested)"
-            add(Finding("warning", "insightface", subject, problem, fix, scenes))
+            add(Finding("insightface.unprobed", subject, problem, fix, "warning", used_by=scenes))
             continue
         absent = [f for f in needed if f"models/{pack}/{f}" not in have]
         if absent or not any(f.startswith(f"models/{pack}/") for f in have):
             entries = [e for f in absent if prov and (e := prov.model_entry(folder, f))]
             problem = f"InsightFace pack {pack} is missing {', '.join(absent) or 'its files'}"
             fix = f"place them in {subject} (not nested): {', '.join(entries) or 'see runpod/'}"
-            add(Finding("error", "insightface", subject, problem, fix, scenes))
+            add(Finding("insightface.missing", subject, problem, fix, used_by=scenes))
 
 
 def _missing_node(ct: str, scenes: set[str], prov: Provisioning | None) -> Finding:
@@ -329,7 +320,7 @@ def _missing_node(ct: str, scenes: set[str], prov: Provisioning | None) -> Findi
         fix = f"install {pack}: provisioning entry {entry}"
     else:
         fix = f"install {pack or 'the node pack that provides it'}"
-    return Finding("error", "node", ct, "node type not on the server", fix, scenes)
+    return Finding("node.missing", ct, "node type not on the server", fix, used_by=scenes)
 
 
 def _missing_file(
@@ -346,7 +337,7 @@ def _missing_file(
             f"pack's own file) or fix the name in the pack; the server has: {listing}"
         )
     problem = f"{file} is not in models/{where}/"
-    return Finding("error", "model", f"models/{where}/{file}", problem, fix, scenes)
+    return Finding("model.missing", f"models/{where}/{file}", problem, fix, used_by=scenes)
 
 
 def _unchecked(
@@ -360,7 +351,8 @@ def _unchecked(
     fix = f"install {pack}, put {file} in models/{where}/" + (
         f" (provisioning entry {entry}), then run preflight again" if entry else ", then run again"
     )
-    return Finding("warning", "model", f"models/{where}/{file}", problem, fix, scenes)
+    location = f"models/{where}/{file}"
+    return Finding("model.unchecked", location, problem, fix, "warning", used_by=scenes)
 
 
 def _reach_fix(exc: Exception) -> str:

@@ -1,12 +1,13 @@
 """The ``charpack`` command line: short commands that call library functions.
 
-Only this module prints and configures logging. Errors from the library (the CharpackError tree)
-are shown as plain messages with their exit code, never as tracebacks.
+Only the ``cli`` package prints, through :mod:`charpack.cli.output` (one console, one error
+renderer, one ``--json`` error shape), and only this module configures logging. Errors from the
+library (the CharpackError tree) are shown as plain messages with their exit code, never as
+tracebacks.
 """
 
 from __future__ import annotations
 
-import logging
 import sys
 import time
 from importlib.metadata import PackageNotFoundError, version
@@ -14,20 +15,20 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
-from rich.logging import RichHandler
 from rich.markup import escape
 from rich.table import Table
 
 from ..check import workflows as workflow_files
+from ..check.findings import Finding
 from ..check.plan import write_plan
-from ..check.validate import load_api_workflow, validate_graph, validate_pack
+from ..check.validate import load_api_workflow, located, validate_graph, validate_pack
 from ..comfy.objectinfo import ObjectInfo
 from ..errors import CharpackError, ValidationError
 from ..pack.packfile import load_pack
 from . import pack as cli_pack
 from . import pod as cli_pod
 from . import run as cli_run
+from .output import console, err_console, print_json, reported, setup_logging, show_error
 
 app = typer.Typer(
     name="charpack",
@@ -37,9 +38,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 workflows_app = typer.Typer(help="Generated workflow JSON (workflows/api/).", no_args_is_help=True)
-
-console = Console(soft_wrap=True)
-err_console = Console(stderr=True, soft_wrap=True)
 
 
 def _version() -> str:
@@ -63,11 +61,7 @@ def main_options(
         typer.Option("--version", callback=_version_callback, is_eager=True, help="Show version."),
     ] = None,
 ) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.WARNING,
-        format="%(message)s",
-        handlers=[RichHandler(console=err_console, show_path=False)],
-    )
+    setup_logging(verbose)
 
 
 PackArg = Annotated[Path, typer.Argument(help="The pack file (YAML).")]
@@ -90,25 +84,45 @@ def validate(
             "ComfyUI 0.3.75 + pinned node packs).",
         ),
     ] = None,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object (for scripts).")
+    ] = False,
 ) -> None:
     """Check a pack file and every workflow it would send, or one API-format workflow, against
     the node types, inputs and ranges a server offers, without contacting a server."""
-    info = ObjectInfo.from_files([object_info]) if object_info else ObjectInfo.recorded()
-    if pack.suffix.lower() == ".json":
-        graph = load_api_workflow(pack)
-        found = validate_graph(graph, info)
+    with reported("json" if json_out else "text"):
+        info = ObjectInfo.from_files([object_info]) if object_info else ObjectInfo.recorded()
+        if pack.suffix.lower() == ".json":
+            graph = load_api_workflow(pack)
+            found = [located(f, pack.name) for f in validate_graph(graph, info)]
+            counts = {"nodes": len(graph)}
+            done = f"{len(graph)} nodes; the workflow fits {info.source}"
+        else:
+            loaded = load_pack(pack)
+            jobs, found = validate_pack(loaded, info)  # a few representative graphs, not all
+            counts = {"scenes": len(loaded.scenes), "jobs": jobs}
+            done = f"{len(loaded.scenes)} scenes, {jobs} jobs; every workflow fits {info.source}"
+        if json_out:
+            print_json(_validate_json(pack, info, counts, found))
+            if found:
+                raise typer.Exit(ValidationError.exit_code)
+            return
         if found:
-            raise ValidationError([f"{pack.name}: {finding}" for finding in found])
-        console.print(f"[green]ok[/] {pack}: {len(graph)} nodes; the workflow fits {info.source}")
-        return
-    loaded = load_pack(pack)
-    jobs, findings = validate_pack(loaded, info)  # a few representative graphs, not every job
-    if findings:
-        raise ValidationError(findings)
-    console.print(
-        f"[green]ok[/] {pack}: {len(loaded.scenes)} scenes, {jobs} jobs; "
-        f"every workflow fits {info.source}"
-    )
+            raise ValidationError([str(f) for f in found])
+        console.print(f"[green]ok[/] {pack}: {done}")
+
+
+def _validate_json(
+    pack: Path, info: ObjectInfo, counts: dict[str, int], found: list[Finding]
+) -> dict[str, object]:
+    return {
+        "ok": not found,
+        "file": str(pack),
+        "kind": "workflow" if "nodes" in counts else "pack",
+        "object_info": info.source,
+        **counts,
+        "findings": [f.to_json() for f in found],
+    }
 
 
 @app.command()
@@ -172,6 +186,5 @@ def main() -> None:
     """Console-script entry point."""
     try:
         app()
-    except CharpackError as exc:
-        err_console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
-        sys.exit(exc.exit_code)
+    except CharpackError as exc:  # one a command did not show itself (cli.output.reported)
+        sys.exit(show_error(exc))

@@ -3,19 +3,18 @@
 Short typer command functions over :mod:`charpack.check.preflight`, :mod:`charpack.folder.report`,
 :mod:`charpack.folder.publish` and :mod:`charpack.folder.contact_sheet`; :mod:`charpack.cli.main`
 registers them. Each prints readable tables, or with ``--json`` one JSON object for scripts. Library
-errors (the CharpackError tree) reach ``cli.main``, which prints them and exits with their code.
+errors (the CharpackError tree) are shown by :mod:`charpack.cli.output` (under ``--json`` as its
+one error object) and exit with their code.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
@@ -28,9 +27,7 @@ from ..folder.publish import publish as run_publish
 from ..folder.report import PRICE_ENV, PackReport, build_report, price_from_env, score_stats
 from ..pack.jobs import expand
 from ..pack.packfile import load_pack
-
-console = Console(soft_wrap=True)
-err_console = Console(stderr=True, soft_wrap=True)
+from .output import console, err_console, print_json, reported
 
 PackDir = Annotated[Path, typer.Argument(help="A pack folder made by `charpack run`.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object (for scripts).")]
@@ -44,11 +41,12 @@ def preflight(
     json_out: JsonOpt = False,
 ) -> None:
     """Check a server has every node type, model file and input range a pack needs."""
-    jobs = expand(load_pack(pack))
-    with ComfyClient(config=ServerConfig.from_url(server), attempts=2) as client:
-        report = run_preflight(jobs, client=client, provisioning=load_provisioning())
+    with reported("json" if json_out else "text"):
+        jobs = expand(load_pack(pack))
+        with ComfyClient(config=ServerConfig.from_url(server), attempts=2) as client:
+            report = run_preflight(jobs, client=client, provisioning=load_provisioning())
     if json_out:
-        console.print_json(json.dumps(_preflight_json(report)))
+        print_json(_preflight_json(report))
     else:
         _show_preflight(report, str(pack))
     raise typer.Exit(report.exit_code)
@@ -60,7 +58,7 @@ def _preflight_json(report: PreflightReport) -> dict[str, Any]:
         "server": report.server,
         "comfyui_version": report.comfyui_version,
         "checked": report.checked,
-        "findings": [f.__dict__ | {"used_by": list(f.used_by)} for f in report.findings],
+        "findings": [f.to_json() for f in report.findings],
     }
 
 
@@ -73,8 +71,8 @@ def _show_preflight(report: PreflightReport, pack: str) -> None:
         used = list(f.used_by)
         scenes = ", ".join(used[:3]) + (f" and {len(used) - 3} more" if len(used) > 3 else "")
         where = f"  [dim](scenes: {escape(scenes)})[/]" if scenes else ""
-        console.print(f"{mark} {f.check:<11} [bold]{escape(f.subject)}[/]{where}")
-        console.print(f"    {escape(f.problem)}", highlight=False)
+        console.print(f"{mark} {f.area:<11} [bold]{escape(f.location)}[/]{where}")
+        console.print(f"    {escape(f.message)}", highlight=False)
         if f.fix:
             console.print(f"    [cyan]fix:[/] {escape(f.fix)}", highlight=False)
     counts = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in report.checked.items())
@@ -107,9 +105,10 @@ def report(
             raise typer.BadParameter(str(exc), param_hint=PRICE_ENV) from None
     else:
         price, source = price_per_hour, "--price-per-hour"
-    result = build_report(pack_dir, price_per_hour=price, price_source=source)
+    with reported("json" if json_out else "text"):
+        result = build_report(pack_dir, price_per_hour=price, price_source=source)
     if json_out:
-        console.print_json(json.dumps(result.to_json()))
+        print_json(result.to_json())
         return
     _show_report(result)
 
@@ -221,19 +220,18 @@ def publish(
     json_out: JsonOpt = False,
 ) -> None:
     """Write copies of the accepted images with every metadata chunk stripped."""
-    result = run_publish(pack_dir, out_dir=out)
+    with reported("json" if json_out else "text"):
+        result = run_publish(pack_dir, out_dir=out)
     if json_out:
-        console.print_json(
-            json.dumps(
-                {
-                    "ok": not result.missing,
-                    "out_dir": str(result.out_dir),
-                    "written": [str(p) for p in result.written],
-                    "bytes_removed": result.bytes_removed,
-                    "missing": result.missing,
-                    "changed": result.changed,
-                }
-            )
+        print_json(
+            {
+                "ok": not result.missing,
+                "out_dir": str(result.out_dir),
+                "written": [str(p) for p in result.written],
+                "bytes_removed": result.bytes_removed,
+                "missing": result.missing,
+                "changed": result.changed,
+            }
         )
     else:
         console.print(

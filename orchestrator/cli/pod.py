@@ -1,19 +1,18 @@
 """``charpack pod up|status|down``: a RunPod GPU pod with ComfyUI behind our auth proxy.
 
 Short commands over `charpack.pod.lifecycle`. Each prints a readable summary, or with ``--json`` one
-JSON object (errors included: ``{"ok": false, "error": ...}``). Secrets (RUNPOD_API_KEY,
-CHARPACK_TOKEN, CIVITAI_TOKEN, HF_TOKEN) come from the environment and are never shown.
+JSON object (errors included, in the one shape of :func:`charpack.cli.output.error_json`).
+Secrets (RUNPOD_API_KEY, CHARPACK_TOKEN, CIVITAI_TOKEN, HF_TOKEN) come from the environment and
+are never shown.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Annotated, Any, Optional
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
@@ -29,6 +28,7 @@ from ..pod.lifecycle import (
     pod_status,
     stop_pod,
 )
+from .output import console, err_console, print_json, reported
 
 app = typer.Typer(
     help="A RunPod GPU pod running ComfyUI behind charpack's auth proxy.",
@@ -36,9 +36,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console(soft_wrap=True)
-err_console = Console(stderr=True, soft_wrap=True)
-
 NameOpt = Annotated[
     str, typer.Option("--name", help="The pod's name: charpack finds its pod by it.")
 ]
@@ -47,16 +44,10 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object (fo
 
 def _run(json_out: bool, body: Callable[[], dict[str, Any]]) -> None:
     """Run a command body; print its result as JSON, or turn a CharpackError into an exit."""
-    try:
+    with reported("json" if json_out else "text"):
         result = body()
-    except CharpackError as exc:
-        if json_out:
-            console.print_json(json.dumps({"ok": False, "error": str(exc)}))
-        else:
-            err_console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
-        raise typer.Exit(exc.exit_code) from None
     if json_out:
-        console.print_json(json.dumps({"ok": True, **result}))
+        print_json({"ok": True, **result})
 
 
 @app.command()

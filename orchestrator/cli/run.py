@@ -13,7 +13,6 @@ runs it alone.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Iterator
@@ -23,7 +22,6 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
@@ -31,13 +29,11 @@ from ..comfy.auth import ServerConfig
 from ..errors import CharpackError
 from ..pack.packfile import Pack, load_pack
 from ..run.runner import RunOptions, RunSummary, run_pack
+from .output import console, err_console, show_error
 from .progress import JsonLines, RichProgress
 
 SERVER_ENV = "CHARPACK_SERVER"
 DEFAULT_SERVER = "http://127.0.0.1:8188"
-
-console = Console(soft_wrap=True)
-err_console = Console(stderr=True, soft_wrap=True)
 
 
 def server_urls(given: list[str] | None, env: dict[str, str] | None = None) -> list[str]:
@@ -114,11 +110,7 @@ def run(
         with _servers(server, pod, pod_name, volume_id, json_out) as configs:
             summary = _run(loaded, configs, options, json_out)
     except CharpackError as exc:
-        if json_out:
-            console.print(json.dumps({"event": "error", "error": str(exc)}), highlight=False)
-        else:
-            err_console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
-        raise typer.Exit(exc.exit_code) from None
+        raise typer.Exit(show_error(exc, "events" if json_out else "text")) from None
     if not json_out:
         _show(summary)
     if summary.exit_code:

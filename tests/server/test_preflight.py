@@ -78,7 +78,7 @@ def test_a_provisioned_server_is_ready(pack_file: Path, client: ComfyClient) -> 
     # directly), so the InsightFace packs are checked on the server, not left to a warning.
     assert "models/buffalo_l/w600k_r50.onnx" in client.models("insightface")
     assert report.checked["insightface_packs"] == 2  # buffalo_l (FaceID, score), antelopev2
-    assert not [f for f in report.findings if f.check == "insightface"]
+    assert not [f for f in report.findings if f.area == "insightface"]
 
 
 def test_a_lora_that_is_not_there_is_reported_with_its_folder(
@@ -95,7 +95,7 @@ def test_a_lora_that_is_not_there_is_reported_with_its_folder(
         ).output
     )
     (finding,) = [f for f in data["findings"] if f["level"] == "error"]
-    assert finding["subject"] == "models/loras/ava_v2.safetensors"
+    assert finding["location"] == "models/loras/ava_v2.safetensors"
     assert "no provisioning entry" in finding["fix"]
     assert sorted(finding["used_by"]) == _scenes(pack_file)  # every scene loads the LoRA
 
@@ -123,7 +123,7 @@ def test_a_missing_model_names_its_provisioning_entry(pack_file: Path, client: C
         provisioning=load_provisioning(),
         report=PreflightReport(server="saved"),
     )
-    fixes = {f.subject: f.fix for f in report.errors}
+    fixes = {f.location: f.fix for f in report.errors}
     assert (
         "[models.ultrasharp_4x] in runpod/manifest.toml"
         in fixes["models/upscale_models/4x-UltraSharp.pth"]
@@ -158,8 +158,8 @@ def test_insightface_packs_are_checked_when_the_server_lists_them(
         report=PreflightReport(server="live"),
     )
     (finding,) = report.findings
-    assert finding.level == "error" and finding.subject == "models/insightface/models/antelopev2/"
-    assert "missing glintr100.onnx" in finding.problem
+    assert finding.level == "error" and finding.location == "models/insightface/models/antelopev2/"
+    assert "missing glintr100.onnx" in finding.message
     assert "[models.antelopev2_glintr100]" in finding.fix and "not nested" in finding.fix
 
 
@@ -183,14 +183,14 @@ def test_a_saved_object_info_without_a_pack_lists_its_node_types_and_entry(
         provisioning=load_provisioning(),
         report=PreflightReport(server="saved"),
     )
-    nodes = {f.subject: f.fix for f in report.errors if f.check == "node"}
+    nodes = {f.location: f.fix for f in report.errors if f.area == "node"}
     assert set(nodes) == {"IPAdapterUnifiedLoaderFaceID", "IPAdapterFaceID"}
     assert (
         "[node_packs.ComfyUI_IPAdapter_plus] (cubiq/ComfyUI_IPAdapter_plus @ 9d076a3)"
         in (nodes["IPAdapterFaceID"])
     )
-    (cfg,) = [f for f in report.errors if f.check == "workflow"]
-    assert "cfg: 4.0 is above the maximum 3.0" in cfg.problem
+    (cfg,) = [f for f in report.errors if f.area == "workflow"]
+    assert "cfg: 4.0 is above the maximum 3.0" in cfg.message
 
 
 def test_a_server_without_the_node_packs(pack_file: Path, comfy_server_factory: Any) -> None:
@@ -201,16 +201,16 @@ def test_a_server_without_the_node_packs(pack_file: Path, comfy_server_factory: 
     config = ServerConfig.from_url(bare.url, env={})
     with ComfyClient(config=config) as c:
         report = preflight(_jobs(pack_file), client=c, provisioning=load_provisioning())
-    missing = {f.subject: f.fix for f in report.errors if f.check == "node"}
+    missing = {f.location: f.fix for f in report.errors if f.area == "node"}
     assert set(missing) == {
         "IPAdapterUnifiedLoaderFaceID", "IPAdapterFaceID", "InstantIDModelLoader",
         "InstantIDFaceAnalysis", "InstantIDAttentionPatch", "SAMLoader", "FaceDetailer",
         "UltralyticsDetectorProvider",
     }  # fmt: skip
     assert "[node_packs.ComfyUI-Impact-Subpack]" in missing["UltralyticsDetectorProvider"]
-    unknown = {f.subject: f for f in report.warnings if f.check == "model"}
+    unknown = {f.location: f for f in report.warnings if f.area == "model"}
     sam = unknown["models/sams/sam_vit_b_01ec64.pth"]
-    assert "ComfyUI-Impact-Pack registers it" in sam.problem
+    assert "ComfyUI-Impact-Pack registers it" in sam.message
     assert "[models.sam_vit_b]" in sam.fix
     assert report.exit_code == 2
 
@@ -254,8 +254,8 @@ def test_a_client_of_another_version_is_refused_with_the_fix(
 
     report = preflight(_jobs(pack_file), client=client, provisioning=load_provisioning())
 
-    (finding,) = [f for f in report.errors if f.check == "version"]
-    assert finding.problem == f"server runs charpack nodes {server}, this client is 0.2.0"
+    (finding,) = [f for f in report.errors if f.area == "version"]
+    assert finding.message == f"server runs charpack nodes {server}, this client is 0.2.0"
     assert finding.fix == (
         "update the pod (charpack pod up re-provisions at 0.2.0) or install "
         f"charpack=={server.version}"
@@ -281,7 +281,7 @@ def test_the_same_version_at_another_commit_is_refused_too(
     report = preflight(_jobs(pack_file), client=client, provisioning=load_provisioning())
 
     (finding,) = report.errors
-    assert finding.problem == (
+    assert finding.message == (
         f"server runs charpack nodes {server.version} (commit {server.commit[:12]}), this client "
         f"is {server.version} (commit 000000000000)"
     )
@@ -328,5 +328,5 @@ def test_charpack_nodes_that_do_not_report_their_version_are_refused(
         relay.shutdown()
         relay.server_close()
     (finding,) = report.errors
-    assert finding.check == "version" and "do not report their version" in finding.problem
+    assert finding.area == "version" and "do not report their version" in finding.message
     assert "charpack pod up re-provisions at" in finding.fix

@@ -45,7 +45,7 @@ def cli_runs() -> Iterator[list[Cli]]:
 
 
 def error_of(cli: Cli) -> str:
-    errors = [e["error"] for e in cli.events if e["event"] == "error"]
+    errors = [e["error"]["message"] for e in cli.events if e["event"] == "error"]
     assert errors, f"no error event: {cli.kinds()} {cli.stderr()}"
     return str(errors[0])
 

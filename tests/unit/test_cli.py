@@ -77,9 +77,9 @@ def test_validate_against_a_server_object_info_that_lacks_a_pack(
 ) -> None:
     core_only = REPO / "orchestrator" / "data" / "object_info" / "core-0.3.75.json"
     result = runner.invoke(app, ["validate", str(pack_file), "--object-info", str(core_only)])
-    assert result.exit_code != 0
-    assert "faceid.apply (IPAdapterFaceID): node type not found" in str(result.exception)
-    assert "install the ComfyUI_IPAdapter_plus node pack" in str(result.exception)
+    assert result.exit_code == 2
+    assert "faceid.apply (IPAdapterFaceID): node type not found" in result.stderr
+    assert "install the ComfyUI_IPAdapter_plus node pack" in result.stderr
 
 
 def test_validate_takes_one_api_format_workflow(tmp_path: Path) -> None:
@@ -87,22 +87,23 @@ def test_validate_takes_one_api_format_workflow(tmp_path: Path) -> None:
     per problem; a UI-format workflow is refused with the way to export the API format."""
     for path in sorted((REPO / "workflows" / "api").glob("*.json")):
         result = runner.invoke(app, ["validate", str(path)])
-        assert result.exit_code == 0, f"{path.name}: {result.exception or result.output}"
+        assert result.exit_code == 0, f"{path.name}: {result.output}"
     graph = json.loads((REPO / "workflows" / "api" / "full.json").read_text())
     graph["base.sampler"]["inputs"]["cfg"] = 400
     del graph["detail.run"]["inputs"]["denoise"]
     broken = tmp_path / "broken.json"
     broken.write_text(json.dumps({"prompt": graph, "client_id": "x"}))
     result = runner.invoke(app, ["validate", str(broken)])
-    assert result.exit_code != 0
-    assert str(result.exception).splitlines() == [
-        "broken.json: base.sampler (KSampler): cfg: 400 is above the maximum 100.0 — lower it",
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        "error: broken.json: base.sampler (KSampler): cfg: 400 is above the maximum 100.0 — "
+        "lower it",
         "broken.json: detail.run (FaceDetailer): required input 'denoise' is missing — add it",
     ]
     ui = tmp_path / "ui.json"
     ui.write_text(json.dumps({"nodes": [{"id": 1, "type": "KSampler"}], "links": []}))
     result = runner.invoke(app, ["validate", str(ui)])
-    assert result.exit_code != 0 and "Export (API)" in str(result.exception)
+    assert result.exit_code == 2 and "Export (API)" in result.stderr
 
 
 def test_examples_validate() -> None:

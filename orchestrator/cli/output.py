@@ -1,0 +1,76 @@
+"""The CLI's one output layer: where every ``charpack`` command writes, how it shows an error,
+and the logging it installs.
+
+- :data:`console` (stdout) carries a command's result: tables, or its ``--json`` object;
+  :data:`err_console` (stderr) carries progress, notes, log records and errors.
+- :func:`show_error` is the one error renderer: a :class:`~charpack.errors.CharpackError`
+  becomes its message (``error: …`` on stderr, never a traceback) or, under ``--json``, the
+  one error object :func:`error_json` makes; :func:`reported` wraps a command body with it and
+  exits with the error's code.
+- :func:`setup_logging` installs the CLI's log handler.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Literal
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.markup import escape
+
+from ..errors import CharpackError
+
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
+
+# text: a line on stderr; json: one JSON object on stdout; events: one JSON line in the event
+# stream of `charpack run --json`.
+Mode = Literal["text", "json", "events"]
+
+
+def print_json(data: Any) -> None:
+    """A command's ``--json`` result: one JSON object on stdout."""
+    console.print_json(json.dumps(data))
+
+
+def error_json(exc: CharpackError) -> dict[str, Any]:
+    """The ``--json`` shape of an error, the same for every command (docs/pack-folder.md)."""
+    return {
+        "ok": False,
+        "error": {"type": type(exc).__name__, "message": str(exc), "exit_code": exc.exit_code},
+    }
+
+
+def show_error(exc: CharpackError, mode: Mode = "text") -> int:
+    """Show ``exc`` the one way for ``mode``; return the exit code it asks for."""
+    if mode == "json":
+        print_json(error_json(exc))
+    elif mode == "events":
+        console.print(json.dumps({"event": "error", **error_json(exc)}), highlight=False)
+    else:
+        err_console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
+    return exc.exit_code
+
+
+@contextmanager
+def reported(mode: Mode = "text") -> Iterator[None]:
+    """Run a command body; a CharpackError it raises is shown and becomes the exit code."""
+    try:
+        yield
+    except CharpackError as exc:
+        raise typer.Exit(show_error(exc, mode)) from None
+
+
+def setup_logging(verbose: bool) -> None:
+    """Send log records to stderr through one handler (``logging.basicConfig``)."""
+    handler = RichHandler(console=err_console, show_path=False)
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(message)s",
+        handlers=[handler],
+    )
