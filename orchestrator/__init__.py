@@ -33,6 +33,10 @@ from typing import TYPE_CHECKING, Any
 # One version for the client and its node pack (a unit test keeps both pyproject files equal).
 from charpack_nodes import __version__
 
+# Log redaction sits on the package's root logger from the first import of any charpack module
+# (comfy.auth is small: the standard library and the error tree).
+from .comfy import auth as _auth
+
 # public name -> the module that defines it
 _EXPORTS: dict[str, str] = {
     # running a pack

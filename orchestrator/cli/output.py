@@ -7,7 +7,8 @@ and the logging it installs.
   becomes its message (``error: …`` on stderr, never a traceback) or, under ``--json``, the
   one error object :func:`error_json` makes; :func:`reported` wraps a command body with it and
   exits with the error's code.
-- :func:`setup_logging` installs the CLI's log handler.
+- :func:`setup_logging` installs the CLI's log handler, with secret redaction on it, so every
+  record that reaches it is masked whatever its logger is called.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
 
+from ..comfy.auth import install_log_redaction, log_redaction_filter
 from ..errors import CharpackError
 
 console = Console(soft_wrap=True)
@@ -67,10 +69,13 @@ def reported(mode: Mode = "text") -> Iterator[None]:
 
 
 def setup_logging(verbose: bool) -> None:
-    """Send log records to stderr through one handler (``logging.basicConfig``)."""
+    """Send log records to stderr through one redacting handler (``logging.basicConfig``: a
+    root logger that already has handlers is left as it is, but given the redaction too)."""
     handler = RichHandler(console=err_console, show_path=False)
+    handler.addFilter(log_redaction_filter())  # before any record can reach it
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.WARNING,
         format="%(message)s",
         handlers=[handler],
     )
+    install_log_redaction()  # and the package roots, other root handlers, lastResort

@@ -2,7 +2,9 @@
 
 Owns :class:`ServerConfig` (base URL, auth headers, auth query parameters, display name), built
 from a URL plus credentials from the environment, and the redaction helpers that every log line,
-exception message and ``repr()`` of the orchestrator goes through. It does no network I/O.
+exception message and ``repr()`` of the orchestrator goes through: log records are masked by a
+handler on the package's root logger ``charpack`` (and on the HTTP/websocket libraries' roots),
+so no module can miss it, and by a filter on every handler the CLI installs. It does no network I/O.
 
 Credentials (read by :meth:`ServerConfig.from_url`; they apply to HTTP and the websocket alike):
 
@@ -100,6 +102,8 @@ def redact_headers(headers: Mapping[str, str]) -> dict[str, str]:
 
 
 class _RedactingFilter(logging.Filter):
+    """Masks a record in place (message, arguments, traceback text); lets every record pass."""
+
     def filter(self, record: logging.LogRecord) -> bool:
         try:
             message = record.getMessage()
@@ -112,32 +116,72 @@ class _RedactingFilter(logging.Filter):
         return True
 
 
+class _RedactingHandler(logging.Handler):
+    """Sits on a package's root logger and masks each record of the package, and of every module
+    under it, in place, before the handlers further up (the root logger's) see it.
+
+    A logger's filters only see the records logged on that very logger, not its children's;
+    the handlers of a logger see the records of all its children. So one handler on
+    ``charpack`` covers every ``charpack.*`` module, including one added or moved later.
+    """
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        _FILTER.filter(record)
+        last = logging.lastResort
+        # This handler counts as one, so logging would no longer fall back to lastResort (a
+        # warning printed on stderr when nothing is configured): do what it would have done.
+        if last is not None and record.levelno >= last.level and not _other_handlers(record):
+            last.handle(record)
+        return True
+
+    def emit(self, record: logging.LogRecord) -> None:  # pragma: no cover - handle() is used
+        pass
+
+
+def _other_handlers(record: logging.LogRecord) -> bool:
+    """Whether a handler other than a redacting one will see ``record`` on its way up."""
+    logger: logging.Logger | None = logging.getLogger(record.name)
+    while logger is not None:
+        if any(not isinstance(h, _RedactingHandler) for h in logger.handlers):
+            return True
+        if not logger.propagate:
+            return False
+        logger = logger.parent
+    return False
+
+
 _FILTER = _RedactingFilter()
-# A logger's filters do not apply to its children, so each logger that can print a request URL
-# (urllib3 logs "GET /view?token=..." at DEBUG) or a server message is named here.
-_LOGGERS = (
-    *(f"urllib3.{m}" for m in ("connectionpool", "connection", "poolmanager", "response")),
-    "urllib3", "urllib3.util.retry", "requests", "websocket",
-    "charpack",
-)  # fmt: skip
+# The package roots whose records are masked wherever they go: charpack's own, and the HTTP and
+# websocket libraries it uses (urllib3 logs "GET /view?token=..." at DEBUG). Roots, not modules:
+# every logger below one is covered.
+_PACKAGE_ROOTS = ("charpack", "urllib3", "requests", "websocket")
+
+
+def log_redaction_filter() -> logging.Filter:
+    """The filter that masks secrets in a record: put it on every handler that writes logs."""
+    return _FILTER
 
 
 def install_log_redaction() -> None:
-    """Mask secrets in every record the root logger's handlers write, and in records of the
-    HTTP/websocket libraries and the client wherever they go (idempotent).
+    """Mask secrets in the records of charpack and the HTTP/websocket libraries wherever they go,
+    and in every record the root logger's handlers write (idempotent).
 
-    A filter on a handler sees the records of every logger that reaches it, so the handlers
-    the CLI installs on the root logger redact all of them, whatever their logger's name; the
-    named loggers are covered too for handlers attached to them directly (or installed later).
+    A redacting handler on each package root masks the package's records before any handler
+    above sees them; a filter on a handler sees the records of every logger that reaches it, so
+    the root's handlers (the CLI's among them) and lastResort mask records of any logger name.
     """
     # lastResort prints warnings when no handler is configured (a library used from a script).
     for handler in [*logging.getLogger().handlers, logging.lastResort]:
         if handler is not None and _FILTER not in handler.filters:
             handler.addFilter(_FILTER)
-    for name in _LOGGERS:
+    for name in _PACKAGE_ROOTS:
         logger = logging.getLogger(name)
-        if _FILTER not in logger.filters:
-            logger.addFilter(_FILTER)
+        if not any(isinstance(h, _RedactingHandler) for h in logger.handlers):
+            logger.addHandler(_RedactingHandler())
+
+
+# At import, so the records of a script that never configures a server are masked too.
+install_log_redaction()
 
 
 def _flag(env: Mapping[str, str], name: str) -> bool:
