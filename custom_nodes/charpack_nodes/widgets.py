@@ -1,7 +1,8 @@
 """The macro nodes' shared inputs and their expansion, in ComfyUI's V3 schema.
 
 Owns one input factory per setting in ``ops/specs.SETTINGS`` (default = the preset from
-``pipelines/params.py``, range = the range the parameter type enforces, a tooltip saying why the
+``pipelines/params.py``, range = the range the parameter type declares on the field (read with
+``checks.bounds``, never copied), a tooltip saying why the
 preset is what it is), the CHARACTER socket type, and :func:`expand`: build a
 ``pipelines`` subgraph under the node's own id and hand it to ComfyUI as a node expansion.
 Imported by ComfyUI's loader only (through ``comfy_entrypoint``), never at package import.
@@ -17,7 +18,8 @@ import folder_paths
 from comfy_api.latest import io
 
 from .ops import specs
-from .pipelines import Built, ParameterError, params
+from .pipelines import Built, ParameterError, catalog, params
+from .pipelines.checks import bounds
 
 log = logging.getLogger("charpack_nodes.macros")
 
@@ -32,20 +34,24 @@ _TIPS: dict[str, str] = {
     "scheduler": "Noise schedule for every sampling pass.",
     "width": "Base width in pixels (832 with height 1216 is an SDXL-native portrait bucket).",
     "height": "Base height in pixels (the upscale multiplies it by 4).",
-    "faceid": "Apply one IP-Adapter FaceID Plus V2 (face only; style comes from the prompt).",
+    catalog.STAGE_FACEID: "Apply one IP-Adapter FaceID Plus V2 (face only; style comes from the "
+    "prompt).",
     "faceid_weight": "FaceID strength; higher copies the reference more, follows the prompt less.",
-    "instantid": "Run the InstantID face post-fix after generation (lifts likeness ~85% -> ~95%).",
+    catalog.STAGE_INSTANTID: "Run the InstantID face post-fix after generation (lifts likeness "
+    "~85% -> ~95%).",
     "instantid_weight": "InstantID strength; 0.85 fixes the face without making it plastic.",
     "instantid_mode": "detailer: re-sample only the face crop with InstantID's identity attention "
     "(keeps the body); img2img: whole-frame pass keyed to the generated face.",
     "instantid_steps": "Sampler steps of the InstantID pass.",
-    "face_detailer": "Run FaceDetailer (face_yolov8m + SAM) to add face and skin detail.",
+    catalog.STAGE_FACE_DETAILER: "Run FaceDetailer (face_yolov8m + SAM) to add face and skin "
+    "detail.",
     "detailer_denoise": "FaceDetailer denoise; 0.4 adds detail without changing the identity.",
     "detailer_steps": "Sampler steps of the FaceDetailer pass.",
-    "upscale": "Upscale 4x with an upscale model (832x1216 -> 3328x4864).",
+    catalog.STAGE_UPSCALE: "Upscale 4x with an upscale model (832x1216 -> 3328x4864).",
     "upscale_model": "Upscale model in models/upscale_models (4x-UltraSharp is the preset).",
     "output_scale": "Resize after the 4x pass; 0.5 gives 2x files at a quarter of the bytes.",
-    "pag": "Perturbed-Attention Guidance on the base sampler (about +50% sampling time).",
+    catalog.STAGE_PAG: "Perturbed-Attention Guidance on the base sampler (about +50% sampling "
+    "time).",
     "pag_scale": "PAG strength.",
 }
 
@@ -87,14 +93,14 @@ def setting(name: str, *, optional: bool = False) -> io.Input:
     if name == "upscale_model":
         return io.Combo.Input(
             name,
-            options=folder_paths.get_filename_list("upscale_models"),
+            options=folder_paths.get_filename_list(catalog.FOLDER_UPSCALE_MODELS),
             default=default,
             tooltip=tip,
             optional=optional,
         )
     if isinstance(default, bool):
         return io.Boolean.Input(name, default=default, tooltip=tip, optional=optional)
-    low, high, step = _RANGES[name]
+    low, high, step = widget_range(name)
     if isinstance(default, int):
         return io.Int.Input(
             name, default=default, min=low, max=high, step=step, tooltip=tip, optional=optional
@@ -104,20 +110,27 @@ def setting(name: str, *, optional: bool = False) -> io.Input:
     )
 
 
-# Widget ranges: the same bounds the parameter types check (a nodes-tier test keeps them equal).
-_RANGES: dict[str, tuple[float, float, float]] = {
-    "steps": (1, 200, 1),
-    "cfg": (1.0, 30.0, 0.1),
-    "width": (256, 2048, 8),
-    "height": (256, 2048, 8),
-    "faceid_weight": (0.0, 3.0, 0.05),
-    "instantid_weight": (0.0, 3.0, 0.05),
-    "instantid_steps": (1, 200, 1),
-    "detailer_denoise": (0.01, 1.0, 0.01),
-    "detailer_steps": (1, 200, 1),
-    "output_scale": (0.25, 1.0, 0.05),
-    "pag_scale": (0.0, 10.0, 0.1),
+# Widget increments (a UI matter); the ranges themselves come from the parameter types.
+_STEPS: dict[str, float] = {
+    "steps": 1,
+    "cfg": 0.1,
+    "width": params.SIZE_MULTIPLE,
+    "height": params.SIZE_MULTIPLE,
+    "faceid_weight": 0.05,
+    "instantid_weight": 0.05,
+    "instantid_steps": 1,
+    "detailer_denoise": 0.01,
+    "detailer_steps": 1,
+    "output_scale": 0.05,
+    "pag_scale": 0.1,
 }
+
+
+def widget_range(name: str) -> tuple[float, float, float]:
+    """(min, max, step) of a numeric macro setting: the range its parameter type declares."""
+    part, field_name = specs.SETTINGS[name]
+    low, high = bounds(type(getattr(specs.DEFAULTS, part)), field_name)
+    return low, high, _STEPS[name]
 
 
 def character_input() -> io.Input:
@@ -168,7 +181,7 @@ def spec_or_error(node: str, **values: Any) -> Any:
 
 def check_upscale_model(node: str, name: str | None) -> bool | str:
     """validate_inputs helper: the upscale model must be a file the server has."""
-    available = folder_paths.get_filename_list("upscale_models")
+    available = folder_paths.get_filename_list(catalog.FOLDER_UPSCALE_MODELS)
     if name is None or name in available:
         return True
     shown = ", ".join(available[:10]) or "none"

@@ -7,15 +7,29 @@ one IP-Adapter FaceID Plus V2, an InstantID face post-fix at 0.85, FaceDetailer 
 follows.
 
 Each type checks its own ranges in ``__post_init__`` and raises :class:`ParameterError` naming the
-field, the allowed range and the value. Wiring lives in ``stages.py``; names in ``catalog.py``.
+field, the allowed range and the value; a numeric field declares its range on the field
+(:func:`~.checks.ranged`), where the macro nodes' widgets read it. The checks live in
+``checks.py``; what a scene adds (init image, pose) and the output in ``scene.py`` (re-exported
+here). Wiring lives in the stage builders; names in ``catalog.py``.
 """
 
 from __future__ import annotations
 
-import reprlib
-from collections.abc import Iterable
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, TypeVar
+
+from . import catalog as C
+from .checks import ParameterError as ParameterError  # re-exported
+from .checks import _choice, _int_range, _name, _range, _text, check_range, ranged
+from .checks import shown as shown  # re-exported
+from .scene import IDENTITY_MODEL_PACKS as IDENTITY_MODEL_PACKS  # re-exported
+from .scene import POSE_PREPROCESSORS as POSE_PREPROCESSORS  # re-exported
+from .scene import PROVIDERS as PROVIDERS  # re-exported
+from .scene import SAVE_MODES as SAVE_MODES  # re-exported
+from .scene import IdentitySpec as IdentitySpec  # re-exported
+from .scene import Img2ImgSpec as Img2ImgSpec  # re-exported
+from .scene import OutputSpec as OutputSpec  # re-exported
+from .scene import PoseSpec as PoseSpec  # re-exported
 
 # Sampler and scheduler names accepted by both KSampler (ComfyUI 0.3.75) and FaceDetailer.
 SAMPLER_NAMES: tuple[str, ...] = (
@@ -32,92 +46,19 @@ SCHEDULERS: tuple[str, ...] = (
     "simple", "sgm_uniform", "karras", "exponential", "ddim_uniform", "beta", "normal",
     "linear_quadratic", "kl_optimal",
 )  # fmt: skip
-PROVIDERS: tuple[str, ...] = ("CPU", "CUDA")
 INSTANTID_MODES: tuple[str, ...] = ("detailer", "img2img")
-POSE_PREPROCESSORS: tuple[str, ...] = ("none", "canny")
-SAVE_MODES: tuple[str, ...] = ("pack", "image", "preview", "none")
-IDENTITY_MODEL_PACKS: tuple[str, ...] = ("buffalo_l", "antelopev2")
 SAM_DEVICES: tuple[str, ...] = ("AUTO", "Prefer GPU", "CPU")
 SAM_HINTS: tuple[str, ...] = (
     "center-1", "horizontal-2", "vertical-2", "rect-4", "diamond-4", "mask-area", "mask-points",
     "mask-point-bbox", "none",
 )  # fmt: skip
 MAX_SEED = 2**64 - 1
+SIZE_MULTIPLE = 8  # width and height: SDXL works in 8-pixel latent cells
 
 DEFAULT_NEGATIVE = (
     "cartoon, illustration, 3d render, plastic skin, airbrushed, deformed face, extra fingers, "
     "blurry, low quality, watermark, text"
 )
-
-
-_REPR = reprlib.Repr()
-_REPR.maxstring = _REPR.maxother = _REPR.maxlong = 60
-_REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = _REPR.maxset = _REPR.maxfrozenset = 4
-_REPR.maxlevel = 2
-
-
-def shown(value: object, limit: int = 80) -> str:
-    """``repr(value)`` cut to at most ``limit`` characters, computed without building the whole
-    repr: an error message never embeds an unbounded value (a pasted novel, an alias bomb)."""
-    try:
-        text = _REPR.repr(value)
-    except ValueError:  # an int too long to convert (sys.get_int_max_str_digits)
-        return "<a number too long to show>"
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-class ParameterError(ValueError):
-    """A parameter is outside its allowed range; ``field`` is its dotted name."""
-
-    def __init__(self, field_name: str, message: str) -> None:
-        self.field = field_name
-        self.message = message
-        super().__init__(f"{field_name}: {message}")
-
-
-def _range(name: str, value: float, lo: float, hi: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ParameterError(
-            name, f"must be a number between {lo:g} and {hi:g}, got {shown(value)}"
-        )
-    if not lo <= value <= hi:
-        raise ParameterError(name, f"must be between {lo:g} and {hi:g}, got {_number(value)}")
-
-
-def _number(value: float) -> str:
-    try:
-        return f"{value:g}"
-    except OverflowError:  # an int beyond any float: show its digits, cut
-        return shown(value)
-
-
-def _int_range(name: str, value: int, lo: int, hi: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ParameterError(
-            name, f"must be a whole number between {lo} and {hi}, got {shown(value)}"
-        )
-    if not lo <= value <= hi:
-        raise ParameterError(name, f"must be between {lo} and {hi}, got {shown(value)}")
-
-
-def _choice(name: str, value: str, choices: Iterable[str]) -> None:
-    options = tuple(choices)
-    if value not in options:
-        if len(options) > 10:
-            listed = f"one of {len(options)} names such as {', '.join(options[:6])}"
-        else:
-            listed = f"one of {', '.join(options)}"
-        raise ParameterError(name, f"must be {listed}; got {shown(value)}")
-
-
-def _name(name: str, value: str) -> None:
-    if not isinstance(value, str) or not value.strip():
-        raise ParameterError(name, "must be a non-empty file name")
-
-
-def _text(name: str, value: str) -> None:
-    if not isinstance(value, str):
-        raise ParameterError(name, f"must be text, got {type(value).__name__}")
 
 
 # --- the character ---------------------------------------------------------------------------
@@ -174,24 +115,24 @@ class SamplerSpec:
     """Base generation: CFG 4.0 (7 made SDXL grainy), portrait 832×1216."""
 
     seed: int = 0
-    steps: int = 30
-    cfg: float = 4.0
+    steps: int = ranged(30, 1, 200)
+    cfg: float = ranged(4.0, 1.0, 30.0)
     sampler_name: str = "dpmpp_2m_sde"
     scheduler: str = "karras"
-    width: int = 832
-    height: int = 1216
+    width: int = ranged(832, 256, 2048)
+    height: int = ranged(1216, 256, 2048)
 
     def __post_init__(self) -> None:
         _int_range("seed", self.seed, 0, MAX_SEED)
-        _int_range("steps", self.steps, 1, 200)
-        _range("cfg", self.cfg, 1.0, 30.0)
+        check_range("steps", self, "steps")
+        check_range("cfg", self, "cfg")
         _choice("sampler", self.sampler_name, SAMPLER_NAMES)
         _choice("scheduler", self.scheduler, SCHEDULERS)
         for name in ("width", "height"):
             value = getattr(self, name)
-            _int_range(name, value, 256, 2048)
-            if value % 8:
-                raise ParameterError(name, f"must be a multiple of 8, got {value}")
+            check_range(name, self, name)
+            if value % SIZE_MULTIPLE:
+                raise ParameterError(name, f"must be a multiple of {SIZE_MULTIPLE}, got {value}")
 
 
 @dataclass(frozen=True)
@@ -202,7 +143,7 @@ class FaceIDSpec:
     preset: str = "FACEID PLUS V2"
     lora_strength: float = 0.6
     provider: str = "CPU"
-    weight: float = 0.8
+    weight: float = ranged(0.8, 0.0, 3.0)
     weight_faceidv2: float = 1.0
     weight_type: str = "linear"
     combine_embeds: str = "average"
@@ -214,7 +155,7 @@ class FaceIDSpec:
         _choice("faceid.preset", self.preset, ("FACEID PLUS V2",))
         _range("faceid.lora_strength", self.lora_strength, 0.0, 1.0)
         _choice("faceid.provider", self.provider, PROVIDERS)
-        _range("faceid.weight", self.weight, 0.0, 3.0)
+        check_range("faceid.weight", self, "weight")
         _range("faceid.weight_faceidv2", self.weight_faceidv2, 0.0, 5.0)
         _choice("faceid.weight_type", self.weight_type, ("linear", "ease in", "ease out"))
         _choice("faceid.combine_embeds", self.combine_embeds, ("concat", "average", "norm average"))
@@ -275,8 +216,8 @@ class DetailerSpec:
     """One FaceDetailer pass. ``steps``/``cfg``/sampler None = same as the base sampler."""
 
     enabled: bool = True
-    denoise: float = 0.4
-    steps: int = 20
+    denoise: float = ranged(0.4, 0.01, 1.0)
+    steps: int = ranged(20, 1, 200)
     cfg: float | None = None
     sampler_name: str | None = None
     scheduler: str | None = None
@@ -294,11 +235,11 @@ class DetailerSpec:
     tiled_decode: bool = False
 
     def __post_init__(self) -> None:
-        self.check("face_detailer")
+        self.check(C.STAGE_FACE_DETAILER)
 
     def check(self, prefix: str) -> None:
-        _range(f"{prefix}.denoise", self.denoise, 0.01, 1.0)
-        _int_range(f"{prefix}.steps", self.steps, 1, 200)
+        check_range(f"{prefix}.denoise", self, "denoise")
+        check_range(f"{prefix}.steps", self, "steps")
         if self.cfg is not None:
             _range(f"{prefix}.cfg", self.cfg, 1.0, 30.0)
         if self.sampler_name is not None:
@@ -325,7 +266,7 @@ class InstantIDSpec:
 
     enabled: bool = True
     mode: str = "detailer"
-    weight: float = 0.85
+    weight: float = ranged(0.85, 0.0, 3.0)
     instantid_file: str = "ip-adapter.bin"
     control_net_name: str = "instantid/diffusion_pytorch_model.safetensors"
     provider: str = "CPU"
@@ -333,11 +274,11 @@ class InstantIDSpec:
     end_at: float = 1.0
     noise: float = 0.35
     denoise: float | None = None
-    steps: int = 20
+    steps: int = ranged(20, 1, 200)
 
     def __post_init__(self) -> None:
         _choice("instantid.mode", self.mode, INSTANTID_MODES)
-        _range("instantid.weight", self.weight, 0.0, 3.0)
+        check_range("instantid.weight", self, "weight")
         _name("instantid.instantid_file", self.instantid_file)
         _name("instantid.control_net_name", self.control_net_name)
         _choice("instantid.provider", self.provider, PROVIDERS)
@@ -348,7 +289,7 @@ class InstantIDSpec:
         _range("instantid.noise", self.noise, 0.0, 1.0)
         if self.denoise is not None:
             _range("instantid.denoise", self.denoise, 0.01, 1.0)
-        _int_range("instantid.steps", self.steps, 1, 200)
+        check_range("instantid.steps", self, "steps")
 
     @property
     def effective_denoise(self) -> float:
@@ -366,11 +307,11 @@ class UpscaleSpec:
 
     enabled: bool = True
     model_name: str = "4x-UltraSharp.pth"
-    output_scale: float = 1.0
+    output_scale: float = ranged(1.0, 0.25, 1.0)
 
     def __post_init__(self) -> None:
         _name("upscale.model", self.model_name)
-        _range("upscale.output_scale", self.output_scale, 0.25, 1.0)
+        check_range("upscale.output_scale", self, "output_scale")
 
 
 @dataclass(frozen=True)
@@ -378,82 +319,10 @@ class PAGSpec:
     """Perturbed-Attention Guidance on the base sampler (off by default: ~+50% sampling time)."""
 
     enabled: bool = False
-    scale: float = 3.0
+    scale: float = ranged(3.0, 0.0, 10.0)
 
     def __post_init__(self) -> None:
-        _range("pag.scale", self.scale, 0.0, 10.0)
-
-
-@dataclass(frozen=True)
-class Img2ImgSpec:
-    """Start from an init image (scaled to the output size) instead of empty latent noise."""
-
-    image: str
-    denoise: float = 0.5
-
-    def __post_init__(self) -> None:
-        _name("init_image", self.image)
-        _range("init_denoise", self.denoise, 0.05, 1.0)
-
-
-@dataclass(frozen=True)
-class PoseSpec:
-    """A pose/composition reference through a ControlNet on the base sampler only.
-
-    ``preprocess="canny"`` makes the hint from a photo with core Canny; ``"none"`` uses the image
-    as a ready hint (an openpose skeleton or depth map for a matching ControlNet).
-    """
-
-    image: str
-    control_net_name: str = "controlnet-canny-sdxl-1.0.safetensors"
-    strength: float = 0.6
-    start_percent: float = 0.0
-    end_percent: float = 0.8
-    preprocess: str = "canny"
-    canny_low: float = 0.4
-    canny_high: float = 0.8
-
-    def __post_init__(self) -> None:
-        _name("pose.image", self.image)
-        _name("pose.control_net", self.control_net_name)
-        _range("pose.strength", self.strength, 0.0, 2.0)
-        _range("pose.start_percent", self.start_percent, 0.0, 1.0)
-        _range("pose.end_percent", self.end_percent, 0.0, 1.0)
-        if self.start_percent >= self.end_percent:
-            raise ParameterError("pose.end_percent", "must be greater than start_percent")
-        _choice("pose.preprocess", self.preprocess, POSE_PREPROCESSORS)
-        _range("pose.canny_low", self.canny_low, 0.01, 0.99)
-        _range("pose.canny_high", self.canny_high, 0.01, 0.99)
-
-
-@dataclass(frozen=True)
-class IdentitySpec:
-    """Server-side ArcFace score of the final image against the face references."""
-
-    enabled: bool = True
-    model_pack: str = "buffalo_l"
-    provider: str = "CPU"
-
-    def __post_init__(self) -> None:
-        _choice("identity.model_pack", self.model_pack, IDENTITY_MODEL_PACKS)
-        _choice("identity.provider", self.provider, PROVIDERS)
-
-
-@dataclass(frozen=True)
-class OutputSpec:
-    """Where the final image goes. ``save="pack"`` uses CharpackSavePack (fast, with sidecar)."""
-
-    save: str = "pack"
-    pack: str = "pack"
-    scene: str = "scene"
-    name: str = "image"
-    compress_level: int = 1
-
-    def __post_init__(self) -> None:
-        _choice("output.save", self.save, SAVE_MODES)
-        for part in ("pack", "scene", "name"):
-            _name(f"output.{part}", getattr(self, part))
-        _int_range("output.compress_level", self.compress_level, 0, 9)
+        check_range("pag.scale", self, "scale")
 
 
 @dataclass(frozen=True)
