@@ -15,6 +15,7 @@ from .nodes_character import CharpackCharacter
 from .nodes_identity import CharpackIdentityScore
 from .nodes_pipeline import MACROS
 from .nodes_save import CharpackSavePack
+from .pipelines import catalog
 
 NODES: tuple[type[io.ComfyNode], ...] = (
     CharpackCharacter,
@@ -27,9 +28,10 @@ NODES: tuple[type[io.ComfyNode], ...] = (
 def _register_insightface_folder() -> None:
     """List ``models/insightface`` in ``GET /models/insightface``, so ``charpack preflight`` can
     check the identity score's model packs; the cubiq packs read the same hard-coded folder."""
-    if "insightface" not in folder_paths.folder_names_and_paths:
-        path = os.path.join(folder_paths.models_dir, "insightface")
-        folder_paths.folder_names_and_paths["insightface"] = ([path], {".onnx"})
+    folder = catalog.FOLDER_INSIGHTFACE
+    if folder not in folder_paths.folder_names_and_paths:
+        path = os.path.join(folder_paths.models_dir, folder)
+        folder_paths.folder_names_and_paths[folder] = ([path], {".onnx"})
 
 
 _VERSION_ROUTE: dict[str, Any] = {}

@@ -16,7 +16,7 @@ import folder_paths
 from comfy_api.latest import io
 
 from .ops import specs
-from .pipelines import LoraSpec, ParameterError
+from .pipelines import LoraSpec, ParameterError, catalog
 from .widgets import Character
 
 NODE = "CharpackCharacter"
@@ -48,8 +48,8 @@ class CharpackCharacter(io.ComfyNode):
 
     @classmethod
     def define_schema(cls) -> io.Schema:
-        checkpoints = folder_paths.get_filename_list("checkpoints")
-        loras = [specs.NONE_CHOICE, *folder_paths.get_filename_list("loras")]
+        checkpoints = folder_paths.get_filename_list(catalog.FOLDER_CHECKPOINTS)
+        loras = [specs.NONE_CHOICE, *folder_paths.get_filename_list(catalog.FOLDER_LORAS)]
         images = _input_images()
         return io.Schema(
             node_id=NODE,
@@ -146,10 +146,10 @@ class CharpackCharacter(io.ComfyNode):
     ) -> bool | str:
         # Files only: ComfyUI does not check V3 combos itself (0.3.75), and a wrong name is
         # better reported now than after the GPU has worked.
-        checkpoints = folder_paths.get_filename_list("checkpoints")
+        checkpoints = folder_paths.get_filename_list(catalog.FOLDER_CHECKPOINTS)
         if ckpt_name is not None and ckpt_name not in checkpoints:
             return _missing_file("checkpoint", "models/checkpoints", ckpt_name, checkpoints)
-        loras = folder_paths.get_filename_list("loras")
+        loras = folder_paths.get_filename_list(catalog.FOLDER_LORAS)
         if lora_name not in (None, specs.NONE_CHOICE) and lora_name not in loras:
             return _missing_file("LoRA", "models/loras", lora_name, loras)
         for image in (face_image, face_image_2):

@@ -23,17 +23,17 @@ from comfy_api.latest import io
 
 from .ops import identity
 from .ops.images import rgb_uint8
-from .pipelines import IdentitySpec, params
+from .pipelines import IdentitySpec, catalog, params
 
 log = logging.getLogger("charpack_nodes.identity")
 
-NODE = "CharpackIdentityScore"
+NODE = catalog.IDENTITY_SCORE.class_type
 _PRESET = IdentitySpec()
 
 
 def insightface_root() -> str:
     # Where both cubiq packs look as well (hard-coded there): one copy of the models serves all.
-    return os.path.join(folder_paths.models_dir, "insightface")
+    return os.path.join(folder_paths.models_dir, catalog.FOLDER_INSIGHTFACE)
 
 
 class CharpackIdentityScore(io.ComfyNode):

@@ -19,6 +19,7 @@ from comfy_api.latest import io
 from .ops import specs
 from .pipelines import Built, CharacterSpec, ParameterError, PipelineSpec, build_pipeline
 from .pipelines import build_stage as _build_stage
+from .pipelines import catalog as C
 from .widgets import (
     character_input,
     check_upscale_model,
@@ -121,9 +122,11 @@ class CharpackPipeline(_Macro):
     )
     SETTINGS = (
         "seed", "steps", "cfg", "sampler_name", "scheduler", "width", "height",
-        "faceid", "faceid_weight", "instantid", "instantid_weight", "instantid_mode",
-        "face_detailer", "detailer_denoise", "upscale", "upscale_model", "output_scale",
-        "pag", "pag_scale",
+        C.STAGE_FACEID, "faceid_weight",
+        C.STAGE_INSTANTID, "instantid_weight", "instantid_mode",
+        C.STAGE_FACE_DETAILER, "detailer_denoise",
+        C.STAGE_UPSCALE, "upscale_model", "output_scale",
+        C.STAGE_PAG, "pag_scale",
     )  # fmt: skip
     OUTPUT_TIP = "The finished image (3328x4864 with the presets)."
 
@@ -147,10 +150,10 @@ class CharpackBase(_Stage):
         "Base generation: checkpoint + character LoRA, one IP-Adapter FaceID Plus V2, "
         "KSampler at CFG 4.0, 832x1216 (optional PAG)."
     )
-    STAGE = "base"
+    STAGE = C.STAGE_BASE
     SETTINGS = (
         "seed", "steps", "cfg", "sampler_name", "scheduler", "width", "height",
-        "faceid", "faceid_weight", "pag", "pag_scale",
+        C.STAGE_FACEID, "faceid_weight", C.STAGE_PAG, "pag_scale",
     )  # fmt: skip
     OUTPUT_TIP = "The generated image (832x1216 with the presets)."
 
@@ -162,7 +165,7 @@ class CharpackInstantIDFix(_Stage):
         "InstantID as a post-fix at weight 0.85 on a generated image's face, keyed to that "
         "face (never re-posed to the reference)."
     )
-    STAGE = "instantid"
+    STAGE = C.STAGE_INSTANTID
     SETTINGS = (*SAMPLING, "instantid_weight", "instantid_mode", "instantid_steps")
     IMAGE_TIP = "The generated image whose face is fixed."
     OUTPUT_TIP = "The image with the face fixed; the body is left alone in detailer mode."
@@ -175,8 +178,8 @@ class CharpackFaceDetailer(_Stage):
         "FaceDetailer at denoise 0.4 with face_yolov8m detection and SAM masks, using the "
         "FaceID-patched model so the likeness is kept."
     )
-    STAGE = "face_detailer"
-    SETTINGS = (*SAMPLING, "faceid", "faceid_weight", "detailer_denoise", "detailer_steps")
+    STAGE = C.STAGE_FACE_DETAILER
+    SETTINGS = (*SAMPLING, C.STAGE_FACEID, "faceid_weight", "detailer_denoise", "detailer_steps")
     IMAGE_TIP = "The image whose face gets more detail."
     OUTPUT_TIP = "The image with a detailed face."
 
@@ -188,7 +191,7 @@ class CharpackUpscale(_Stage):
         "4x upscale with an upscale model (4x-UltraSharp preset) through the core upscale "
         "nodes, optionally resized down after."
     )
-    STAGE = "upscale"
+    STAGE = C.STAGE_UPSCALE
     SETTINGS = ("upscale_model", "output_scale")
     USES_CHARACTER = False
     IMAGE_TIP = "The image to upscale (generate small, refine, then upscale)."

@@ -32,11 +32,11 @@ from comfy_api.latest import io
 from comfy_execution.utils import get_executing_context
 
 from .ops import paths, saving, specs
-from .pipelines import OutputSpec, params
+from .pipelines import OutputSpec, catalog, params
 
 log = logging.getLogger("charpack_nodes.save")
 
-NODE = "CharpackSavePack"
+NODE = catalog.SAVE_PACK.class_type
 _PRESET = OutputSpec()
 # extra_pnginfo keys that look like credentials never reach a file (clients put workflow there).
 _SECRET_KEY = re.compile(r"(?i)(api[_-]?key|token|secret|passw|auth|credential)")

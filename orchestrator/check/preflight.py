@@ -49,12 +49,13 @@ Lister = Callable[[str], "list[str] | None"]  # models/<folder> listing; None: f
 # Files a node finds by name pattern rather than through an input (IPAdapter's Unified Loader
 # FaceID, per preset): (folder, pattern it matches, the upstream file name to put there).
 _FOUND_BY_NAME: dict[tuple[str, str], tuple[tuple[str, str, str], ...]] = {
-    ("IPAdapterUnifiedLoaderFaceID", "FACEID PLUS V2"): (
-        ("ipadapter", r"faceid.plusv2.sdxl\.(safetensors|bin)$",
+    (catalog.IPADAPTER_UNIFIED_LOADER_FACEID.class_type, "FACEID PLUS V2"): (
+        (catalog.FOLDER_IPADAPTER, r"faceid.plusv2.sdxl\.(safetensors|bin)$",
          "ip-adapter-faceid-plusv2_sdxl.bin"),
-        ("loras", r"faceid.plusv2.sdxl.lora\.safetensors$",
+        (catalog.FOLDER_LORAS, r"faceid.plusv2.sdxl.lora\.safetensors$",
          "ip-adapter-faceid-plusv2_sdxl_lora.safetensors"),
-        ("clip_vision", r"ViT.H.14.*s32B.b79K", "CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors"),
+        (catalog.FOLDER_CLIP_VISION, r"ViT.H.14.*s32B.b79K",
+         "CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors"),
     ),
 }  # fmt: skip
 
@@ -217,7 +218,7 @@ def check_jobs(
             types.setdefault(ct, set()).add(scene)
             if ct not in info:
                 skip_nodes.add(node_id)
-            if ct == "LoadImage":  # charpack run uploads these first
+            if ct == catalog.LOAD_IMAGE.class_type:  # charpack run uploads these first
                 skip_values.add((node_id, "image"))
             for folder, name, value in model_files(ct, inputs):
                 files.setdefault((folder, ct, name, value), set()).add(scene)
@@ -277,9 +278,9 @@ def model_files(class_type: str, inputs: dict[str, Any]) -> list[tuple[str, str,
 def _face_pack(class_type: str, inputs: dict[str, Any]) -> str | None:
     """The InsightFace model pack a node loads from models/insightface/models/ (both cubiq
     packs hard-code that folder)."""
-    if class_type == "IPAdapterUnifiedLoaderFaceID":
+    if class_type == catalog.IPADAPTER_UNIFIED_LOADER_FACEID.class_type:
         return "buffalo_l"
-    if class_type in ("InstantIDFaceAnalysis",):
+    if class_type == catalog.INSTANTID_FACE_ANALYSIS.class_type:
         return "antelopev2"
     if class_type == catalog.IDENTITY_SCORE.class_type:
         return str(inputs.get("model_pack", "buffalo_l"))
@@ -289,10 +290,10 @@ def _face_pack(class_type: str, inputs: dict[str, Any]) -> str | None:
 def _check_face_packs(
     packs: dict[str, set[str]], lister: Lister, prov: Provisioning | None, add: Callable[..., None]
 ) -> None:
-    listed = lister("insightface") if packs else None
+    listed = lister(catalog.FOLDER_INSIGHTFACE) if packs else None
     have = {f.replace("\\", "/") for f in listed} if listed is not None else None
     for pack, scenes in sorted(packs.items()):
-        folder = f"insightface/models/{pack}"
+        folder = f"{catalog.FOLDER_INSIGHTFACE}/models/{pack}"
         subject, wanted = f"models/{folder}/", prov.pack_files(folder) if prov else []
         needed = _FACE_FILES.get(pack, tuple(wanted))
         if have is None:

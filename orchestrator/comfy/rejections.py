@@ -13,23 +13,13 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from charpack_nodes.pipelines import catalog
+
 from ..errors import PromptRejected
 from .auth import redact
 
-# (class_type, input) -> models/ folder, for loaders whose file list users must fix by hand.
-LOADER_FOLDERS: dict[tuple[str, str], str] = {
-    ("CheckpointLoaderSimple", "ckpt_name"): "checkpoints",
-    ("LoraLoader", "lora_name"): "loras",
-    ("LoraLoaderModelOnly", "lora_name"): "loras",
-    ("VAELoader", "vae_name"): "vae",
-    ("ControlNetLoader", "control_net_name"): "controlnet",
-    ("CLIPVisionLoader", "clip_name"): "clip_vision",
-    ("UpscaleModelLoader", "model_name"): "upscale_models",
-    ("IPAdapterModelLoader", "ipadapter_file"): "ipadapter",
-    ("InstantIDModelLoader", "instantid_file"): "instantid",
-    ("SAMLoader", "model_name"): "sams",
-    ("UltralyticsDetectorProvider", "model_name"): "ultralytics",
-}
+# (class_type, input) -> models/ folder: the catalogue owns them (one spelling).
+LOADER_FOLDERS = catalog.LOADER_FOLDERS
 _MAX_LISTED = 25
 
 ModelLister = Callable[[str], Sequence[str]]
@@ -93,7 +83,7 @@ def node_message(class_type: str, err: Mapping[str, Any], models: ModelLister | 
         return f"validation raised {exc} ({details or 'no details'}); check the node's links."
     if kind == "return_type_mismatch":
         return f"{details} (link from node {extra.get('linked_node')}); connect a matching output."
-    if kind == "custom_validation_failed" and class_type.startswith("LoadImage"):
+    if kind == "custom_validation_failed" and class_type.startswith(catalog.LOAD_IMAGE.class_type):
         return f"{details}; upload the image before submitting (ComfyClient.upload_image)."
     if kind in ("value_smaller_than_min", "value_bigger_than_max", "invalid_input_type"):
         return f"{name}: {message} (got {extra.get('received_value')!r})."

@@ -4,9 +4,9 @@ Owns reading a pack folder's facts for the tools around it (header fields, safe 
 used by :mod:`charpack.folder.contact_sheet` and :mod:`charpack.folder.publish` too) and the
 report itself: images, failures, retries, the identity score distribution (min, p10, median,
 mean, p90, max of the accepted images; attempts where no face was found are counted apart, never
-as a 0.0 score), time per image and the estimated cost at a price per GPU hour. It reads only the
-manifest (never the images) and prints nothing; the CLI renders :class:`PackReport`
-(:mod:`charpack.cli.pack`).
+as a 0.0 score), time per image and per stage (named as in the pack file) and the estimated
+cost at a price per GPU hour. It reads only the manifest (never the images) and prints nothing;
+the CLI renders :class:`PackReport` (:mod:`charpack.cli.pack`).
 
 Cost model: a pod is billed while it runs, so the estimate is each server's span from its first
 submission to its last finish, summed over servers, times the hourly price. Time spent before
@@ -21,6 +21,8 @@ from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
+
+from charpack_nodes.pipelines.stages import stage_name
 
 from .manifest import JobEntry, Manifest, ManifestError
 
@@ -254,9 +256,11 @@ def _collect_times(
     wait = _number(attempt.get("queue_wait_s"))
     if wait is not None:
         waits.append(wait)
+    # The manifest records node-id prefixes (``detail``); the report names stages as the pack
+    # file does (``face_detailer``), old manifests included.
     for stage, seconds in (attempt.get("stage_timings") or {}).items():
         if isinstance(seconds, (int, float)):
-            stages[str(stage)].append(float(seconds))
+            stages[stage_name(str(stage))].append(float(seconds))
 
 
 def _scene_row(name: str, entries: list[JobEntry]) -> SceneRow:

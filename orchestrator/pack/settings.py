@@ -17,18 +17,43 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from charpack_nodes.pipelines import catalog as C
 from charpack_nodes.pipelines import params as P
 from charpack_nodes.pipelines.params import ParameterError, shown
 
 STAGE_TYPES: dict[str, type] = {
-    "faceid": P.FaceIDSpec,
-    "instantid": P.InstantIDSpec,
-    "face_detailer": P.DetailerSpec,
-    "upscale": P.UpscaleSpec,
-    "pag": P.PAGSpec,
-    "detection": P.DetectionSpec,
+    C.STAGE_FACEID: P.FaceIDSpec,
+    C.STAGE_INSTANTID: P.InstantIDSpec,
+    C.STAGE_FACE_DETAILER: P.DetailerSpec,
+    C.STAGE_UPSCALE: P.UpscaleSpec,
+    C.STAGE_PAG: P.PAGSpec,
+    C.STAGE_DETECTION: P.DetectionSpec,
 }
-_SAMPLER_KEYS = {"sampler": "sampler_name"}
+# The pack file's top-level settings -> (PipelineSpec part, field); ``stages.<stage>.<field>``
+# is the part and field themselves. The macro nodes name the same settings alike
+# (``charpack_nodes/ops/specs.SETTINGS``) with one mapping, kept for existing pack files: the
+# pack file's ``sampler`` is the widget ``sampler_name`` (the field's own name). :func:`pack_key`
+# gives the pack-file spelling of any field; tests/unit/test_setting_names.py checks both.
+TOP_LEVEL: dict[str, tuple[str, str]] = {
+    "width": ("sampler", "width"),
+    "height": ("sampler", "height"),
+    "steps": ("sampler", "steps"),
+    "cfg": ("sampler", "cfg"),
+    "sampler": ("sampler", "sampler_name"),
+    "scheduler": ("sampler", "scheduler"),
+    "compress_level": ("output", "compress_level"),
+}
+
+
+def pack_key(part: str, name: str) -> str | None:
+    """Where the field ``name`` of ``PipelineSpec.<part>`` is set in a pack file's ``defaults``
+    (``sampler`` or ``stages.faceid.weight``), or None when a pack file cannot set it."""
+    for key, target in TOP_LEVEL.items():
+        if target == (part, name):
+            return key
+    if part in STAGE_TYPES and name in _hints(STAGE_TYPES[part]):
+        return f"stages.{part}.{name}"
+    return None
 
 
 class Settings(BaseModel):
@@ -124,10 +149,10 @@ def apply_settings(
 ) -> P.PipelineSpec:
     """Return ``spec`` with ``settings`` applied; append (field, problem, fix) to ``problems``."""
     changes: dict[str, Any] = {}
-    for key in ("width", "height", "steps", "cfg", "sampler", "scheduler"):
+    for key, (part, name) in TOP_LEVEL.items():
         value = getattr(settings, key)
-        if value is not None:
-            changes[_SAMPLER_KEYS.get(key, key)] = value
+        if value is not None and part == "sampler":
+            changes[name] = value
     if changes:
         sampler, errors = evolve_all(spec.sampler, changes)
         for exc in errors:

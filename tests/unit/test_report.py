@@ -163,3 +163,23 @@ def test_identity_stats_give_mean_p10_p90_and_min_of_the_accepted_images(tmp_pat
     assert one.to_json()["score_stats"]["p10"] == one.to_json()["score_stats"]["p90"] == 0.8
     shown = runner.invoke(app, ["report", str(tmp_path)], env={"COLUMNS": "160"}).output
     assert "p10 0.550" in shown and "p90 0.925" in shown and "min 0.500" in shown
+
+
+def test_stage_timings_are_reported_under_the_pack_files_stage_names(tmp_path: Path) -> None:
+    # The manifest records node-id prefixes ("detail", "detect"); the report speaks the pack
+    # file's language ("face_detailer", "detection"), for old and new manifests alike.
+    build(tmp_path, [JobSpec("s", 1, [Shot(1, 0.6, execution_s=10)])])
+    manifest_path = tmp_path / "manifest.json"
+    data = json.loads(manifest_path.read_text(encoding="utf-8"))
+    (entry,) = data["jobs"].values()
+    entry["attempts"][0]["stage_timings"] = {
+        "base": 4.0, "detail": 3.0, "detect": 0.5, "face_detailer": 1.0, "upscale": 2.0
+    }  # fmt: skip
+    manifest_path.write_text(json.dumps(data), encoding="utf-8")
+    r = build_report(tmp_path, price_per_hour=1.0)
+    assert r.stage_means_s == {
+        "base": pytest.approx(4.0),
+        "face_detailer": pytest.approx(2.0),  # 3.0 and 1.0: one stage, whatever the spelling
+        "detection": pytest.approx(0.5),
+        "upscale": pytest.approx(2.0),
+    }

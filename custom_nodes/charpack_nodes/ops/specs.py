@@ -18,11 +18,13 @@ from ..pipelines import (
     ParameterError,
     PipelineSpec,
 )
+from ..pipelines import catalog as C
 
 NONE_CHOICE = "None"  # the combo entry meaning "no file" (LoRA, second face image)
 
 # Macro input name -> (PipelineSpec field, field of that part). One table, so every macro node
-# names a setting the same way and the docs can list them.
+# names a setting the same way and the docs can list them; a stage's on/off switch is named
+# after the stage (the catalogue's stage names, as in the pack file).
 SETTINGS: dict[str, tuple[str, str]] = {
     "seed": ("sampler", "seed"),
     "steps": ("sampler", "steps"),
@@ -31,20 +33,20 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "scheduler": ("sampler", "scheduler"),
     "width": ("sampler", "width"),
     "height": ("sampler", "height"),
-    "faceid": ("faceid", "enabled"),
-    "faceid_weight": ("faceid", "weight"),
-    "instantid": ("instantid", "enabled"),
-    "instantid_weight": ("instantid", "weight"),
-    "instantid_mode": ("instantid", "mode"),
-    "instantid_steps": ("instantid", "steps"),
-    "face_detailer": ("face_detailer", "enabled"),
-    "detailer_denoise": ("face_detailer", "denoise"),
-    "detailer_steps": ("face_detailer", "steps"),
-    "upscale": ("upscale", "enabled"),
-    "upscale_model": ("upscale", "model_name"),
-    "output_scale": ("upscale", "output_scale"),
-    "pag": ("pag", "enabled"),
-    "pag_scale": ("pag", "scale"),
+    C.STAGE_FACEID: (C.STAGE_FACEID, "enabled"),
+    "faceid_weight": (C.STAGE_FACEID, "weight"),
+    C.STAGE_INSTANTID: (C.STAGE_INSTANTID, "enabled"),
+    "instantid_weight": (C.STAGE_INSTANTID, "weight"),
+    "instantid_mode": (C.STAGE_INSTANTID, "mode"),
+    "instantid_steps": (C.STAGE_INSTANTID, "steps"),
+    C.STAGE_FACE_DETAILER: (C.STAGE_FACE_DETAILER, "enabled"),
+    "detailer_denoise": (C.STAGE_FACE_DETAILER, "denoise"),
+    "detailer_steps": (C.STAGE_FACE_DETAILER, "steps"),
+    C.STAGE_UPSCALE: (C.STAGE_UPSCALE, "enabled"),
+    "upscale_model": (C.STAGE_UPSCALE, "model_name"),
+    "output_scale": (C.STAGE_UPSCALE, "output_scale"),
+    C.STAGE_PAG: (C.STAGE_PAG, "enabled"),
+    "pag_scale": (C.STAGE_PAG, "scale"),
 }
 DEFAULTS = PipelineSpec()
 
