@@ -56,6 +56,7 @@ _EXPORTS: dict[str, str] = {
     # checks before GPU time
     "validate_pack": "charpack.check.validate",
     "validate_graph": "charpack.check.validate",
+    "Finding": "charpack.check.findings",
     "ObjectInfo": "charpack.comfy.objectinfo",
     "preflight": "charpack.check.preflight",
     "PreflightReport": "charpack.check.preflight",
@@ -107,6 +108,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # what type checkers and editors see; nothing is imported at run time
+    from .check.findings import Finding
     from .check.plan import PlanResult, write_plan
     from .check.preflight import PreflightReport, preflight
     from .check.validate import validate_graph, validate_pack
