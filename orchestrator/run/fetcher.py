@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from charpack_nodes.pipelines import finish
+
 from ..comfy.client import ComfyClient
 from ..comfy.downloads import SIDECAR_MAX_BYTES, Expect, check_ref
 from ..comfy.landing import write_file
@@ -49,7 +51,7 @@ from .state import image_dir
 
 log = logging.getLogger(__name__)
 
-SCORE_NODE = "score.run"
+SCORE_NODE = finish.SCORE
 
 
 @dataclass(frozen=True)
