@@ -86,22 +86,36 @@ class SheetStyle:
 
 
 def write_contact_sheet(
-    folder: Path, *, include_rejected: bool = False, style: SheetStyle | None = None
+    folder: Path,
+    *,
+    include_rejected: bool = False,
+    style: SheetStyle | None = None,
+    manifest: Manifest | None = None,
 ) -> Path:
     """Write the contact sheet of the pack folder ``folder``; return the first page's path.
 
     A pack with more rows than one page holds gets ``contact-sheet-2.jpg`` and so on too
-    (:func:`write_contact_sheets` returns them all).
+    (:func:`write_contact_sheets` returns them all, and says what ``manifest`` is).
     """
-    return write_contact_sheets(folder, include_rejected=include_rejected, style=style)[0]
+    return write_contact_sheets(
+        folder, include_rejected=include_rejected, style=style, manifest=manifest
+    )[0]
 
 
 def write_contact_sheets(
-    folder: Path, *, include_rejected: bool = False, style: SheetStyle | None = None
+    folder: Path,
+    *,
+    include_rejected: bool = False,
+    style: SheetStyle | None = None,
+    manifest: Manifest | None = None,
 ) -> list[Path]:
-    """Write every page of ``folder``'s contact sheet; return their paths in page order."""
+    """Write every page of ``folder``'s contact sheet; return their paths in page order.
+
+    ``manifest``: the folder's manifest already in memory (a run hands in its own, saved),
+    so it is not read back from disk; None reads ``folder/manifest.json``.
+    """
     style = style or SheetStyle()
-    manifest = Manifest.load(folder)
+    manifest = Manifest.load(folder) if manifest is None else manifest
     header = read_header(manifest)
     tiles = collect_tiles(manifest, include_rejected=include_rejected)
     pages = paginate(tiles, columns=style.columns, rows_per_page=style.rows_per_page)

@@ -2,10 +2,12 @@
 
 Owns :class:`Fetcher`: it streams each output of a finished prompt (the image first, then the
 saver's JSON sidecar) to its deterministic place — ``<scene>/<stem>.png``, or
-``rejected/<scene>/<stem>.png`` when the identity score is below the pack's threshold — hashing
+``rejected/<scene>/<stem>.png`` when the identity gate rejects it — hashing
 it on the way (:meth:`~charpack.comfy.client.ComfyClient.download`: temp file, atomic rename, so a
 crash never leaves half an image under a final name), then reports :class:`Finished` to the
-runner. Nothing is held in memory but one chunk. A download that fails is reported as a lost
+runner. The gate's verdict (:func:`~charpack.run.retry_rules.below`) is made here, once per
+attempt, because it picks the folder; ``Finished.rejected`` carries it to the judge. Nothing is
+held in memory but one chunk. A download that fails is reported as a lost
 attempt, so the job runs again rather than being lost.
 
 What lands in the pack folder is decided by the job, never by the server (:class:`Expected`):
@@ -283,7 +285,8 @@ class Fetcher:
                 continue  # closing: the next run downloads it
             self.inbox.put(DownloadStarted(self.server, tracked.key, result.prompt_id))
             score = score_of(result)
-            rel_dir = image_dir(tracked.scene, rejected=below(self.gate, score))
+            rejected = below(self.gate, score)  # the gate's one decision for this attempt
+            rel_dir = image_dir(tracked.scene, rejected=rejected)
             try:
                 files = self._fetch(tracked, result, rel_dir)
             except DownloadCancelled:
@@ -299,6 +302,7 @@ class Fetcher:
                     result.prompt_id,
                     result=result,
                     score=score,
+                    rejected=rejected,
                     files=files,
                 )
             )

@@ -3,7 +3,8 @@
 Owns :class:`RunLoop`. Every message (websocket events, worker reports, Ctrl-C) arrives in one
 inbox and is handled here, in order, on one thread, so the manifest and the scheduler need no
 locks. Each turn it hands waiting jobs to servers with room (recording each attempt in the
-manifest, and saving it, **before** the worker posts it), turns finished prompts into the job's
+manifest, and saving it, **before** the worker posts it), writes what the last message changed
+once (:meth:`~charpack.run.state.PackState.flush`), turns finished prompts into the job's
 next step (:meth:`~charpack.run.state.PackState.end`), takes back the prompts of a server
 that stayed unreachable (:mod:`charpack.run.fleet` says when) and notices when the run is
 over: every job finished, Ctrl-C handled, a full disk (stopped like one Ctrl-C, nothing
@@ -86,15 +87,22 @@ class RunLoop:
             self._seed()
         except DiskFull as exc:
             self._disk_full(str(exc))
-        while not self._over():
+        try:
+            while not self._over():
+                try:
+                    self._turn()
+                except DiskFull as exc:  # a manifest save found the disk full
+                    self._disk_full(str(exc))
+        finally:
             try:
-                self._turn()
-            except DiskFull as exc:  # a manifest save found the disk full
+                self.state.flush()  # what the last message changed
+            except DiskFull as exc:
                 self._disk_full(str(exc))
 
     def _turn(self) -> None:
         if not self.fleet.presses and self.error is None:
-            self._dispatch()
+            self._dispatch()  # each begin saves, taking along what the last message changed
+        self.state.flush()  # ... or this does, once, before waiting for the next message
         try:
             self.handle(self.control.inbox.get(timeout=0.25))
         except queue.Empty:
@@ -237,6 +245,7 @@ class RunLoop:
             ending = Ending.of(
                 message.result,
                 score=message.score,
+                rejected=message.rejected,
                 files=message.files,
                 times=times,
                 submitted_at=submitted,

@@ -124,6 +124,7 @@ class Finished:
     result: JobResult | None = None
     lost: str | None = None
     score: float | NoFace | None = None
+    rejected: bool = False  # the identity gate's verdict: the files went to rejected/
     files: list[FileRecord] = field(default_factory=list)
     refused: str | None = None
     disk_full: str | None = None

@@ -6,7 +6,10 @@ and the budgets, counted per job from its ``budget_from`` attempt on:
 - ``identity.max_attempts`` scored attempts; below ``identity.threshold``, or with no face found
   in the image (:data:`NO_FACE`: another seed may show one), the job is retried with a new seed,
   and when every attempt was rejected the best one becomes the job's image (status
-  ``below_threshold``; the files stay in ``rejected/``);
+  ``below_threshold``; the files stay in ``rejected/``). Whether an attempt is rejected is
+  decided once, by :func:`below`, on the download thread (it picks the attempt's folder); the
+  verdict travels in :attr:`Ending.rejected`, and :func:`judge` follows it, so an attempt's
+  folder and its status cannot disagree;
 - ``max_retries`` execution errors after the first, each retried with a new seed — but only
   errors a new seed may change: one that the same graph raises whatever its seed (a face
   reference without a face, a missing model, a name the saver refuses, an input out of range;
@@ -93,6 +96,7 @@ class Ending:
     status: Literal["success", "error", "lost"]
     score: float | None = None
     face: bool | None = None  # False: the identity node found no face (score is None then)
+    rejected: bool = False  # the identity gate's verdict (:func:`below`), made at download
     fix: str | None = None  # an error no seed can change: what to fix (the job is not retried)
     files: list[FileRecord] = field(default_factory=list)
     error: str | None = None
@@ -108,6 +112,7 @@ class Ending:
         result: JobResult,
         *,
         score: Score,
+        rejected: bool,
         files: list[FileRecord],
         times: PromptTimes,
         submitted_at: float | None,
@@ -115,7 +120,8 @@ class Ending:
         """The ending of a prompt the server finished (its files already downloaded).
 
         ``score`` is :func:`~charpack.run.fetcher.score_of`'s: a score, :data:`NO_FACE` or
-        None (no identity node).
+        None (no identity node); ``rejected`` is the gate's verdict on it, made when its files'
+        folder was chosen.
         """
         started = result.started_ms / 1000 if result.started_ms else None
         wait = times.queue_wait_s
@@ -127,6 +133,7 @@ class Ending:
             "success" if result.ok else "error",
             score=None if isinstance(score, NoFace) else score,
             face=False if no_face else (True if score is not None else None),
+            rejected=rejected,
             fix=None if result.ok else seed_cannot_fix(result.failure),
             files=files,
             error=None if result.ok else _failure(result),
@@ -159,7 +166,8 @@ def seed_cannot_fix(failure: NodeFailure | None) -> str | None:
 
 def below(gate: IdentityGate, score: Score) -> bool:
     """True when the identity gate rejects ``score``: below the threshold, or no face found
-    (no score, or no gate: accepted)."""
+    (no score, or no gate: accepted). The gate's one decision: called once per attempt, by
+    the download thread, and carried from there in :attr:`Ending.rejected`."""
     if not gate.enabled:
         return False
     return isinstance(score, NoFace) or (score is not None and score < gate.threshold)
@@ -209,8 +217,7 @@ def judge(
         return Decision("retry", seed=next_seed(), message=message)
     if ending.face is not None:
         attempt["face"] = ending.face
-    score = NO_FACE if ending.face is False else ending.score
-    if not below(gate, score):
+    if not ending.rejected:  # the gate decided when the files were placed; never again here
         attempt["status"] = "success"
         return Decision("done")
     attempt["status"] = "below_threshold"

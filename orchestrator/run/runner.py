@@ -48,7 +48,7 @@ from ..folder.integrity import (
     refuse_links,
     remove_stale_temps,
 )
-from ..folder.manifest import MANIFEST
+from ..folder.manifest import MANIFEST, Manifest
 from ..pack.jobs import Job
 from ..pack.packfile import Pack
 from .events import RunEvent
@@ -190,7 +190,7 @@ def _run_locked(
     if loop.disk_full is not None:
         raise _disk_full(folder, state)
     if options.contact_sheet and not summary.interrupted:
-        _contact_sheet(folder, loop.emit)
+        _contact_sheet(folder, loop.emit, state.manifest)
     loop.emit("finished", **summary.to_json())
     return summary
 
@@ -292,13 +292,14 @@ def _sigint(control: RunControl, wanted: bool) -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
-def _contact_sheet(folder: Path, emit: Callable[..., None]) -> None:
+def _contact_sheet(folder: Path, emit: Callable[..., None], manifest: Manifest) -> None:
+    """The sheet from the run's own manifest (saved, so the same as on disk): not read back."""
     try:
         from ..folder.contact_sheet import write_contact_sheet
     except ImportError:  # the pack-folder tools are optional for a run
         return
     try:
-        path = write_contact_sheet(folder)
+        path = write_contact_sheet(folder, manifest=manifest)
     except (CharpackError, OSError, ValueError) as exc:
         log.warning("contact sheet not written: %s", exc)
         return

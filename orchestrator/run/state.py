@@ -9,6 +9,13 @@ still in flight for the runner to look up on their servers, and gives failed job
 (their attempts stay on record). Attempt status ``interrupted`` means cancelled by the user; an
 interrupt nobody asked for is an ``error``. Seeds follow :func:`charpack.pack.jobs.retry_seed`
 and never repeat within a job. Nothing is written until :meth:`PackState.save`.
+
+The manifest is rewritten once per change, not once per job it touches: :meth:`PackState.begin`
+saves at once (an attempt is on disk before it is posted), taking along whatever else changed
+since the last save; every other change (an attempt's end, a refused scene's jobs, a cancel)
+only marks the state dirty, and the run loop calls :meth:`PackState.flush` once per message
+handled, before it waits for the next. In a steady run each attempt costs one rewrite: the
+next attempt's ``begin`` carries the previous one's end.
 """
 
 from __future__ import annotations
@@ -84,6 +91,7 @@ class PackState:
         self.manifest = manifest
         self.pack = pack
         self.max_retries = max_retries
+        self.dirty = False  # changed since the last save (see flush)
         self.jobs: dict[str, Job] = {job.key: job for job in expand(pack)}
         for key, job in self.jobs.items():
             if key not in manifest:
@@ -140,6 +148,13 @@ class PackState:
 
     def save(self) -> None:
         self.manifest.save()
+        self.dirty = False
+
+    def flush(self) -> None:
+        """Save when anything changed since the last save (once per change, however many
+        jobs it touched)."""
+        if self.dirty:
+            self.save()
 
     def _resume(self) -> None:
         for entry in self.manifest:
@@ -274,7 +289,7 @@ class PackState:
         entry = self.entry(key)
         entry["status"] = "pending"
         self.manifest.put(entry)
-        self.save()
+        self.dirty = True
         return True
 
     def fail(self, key: str, message: str) -> None:
@@ -284,7 +299,7 @@ class PackState:
     def _store(self, entry: JobEntry, decision: Decision) -> None:
         settle(entry, decision)
         self.manifest.put(entry)
-        self.save()
+        self.dirty = True  # written by the next begin or flush, once for the whole change
 
     # -- counts ----------------------------------------------------------------------------
 

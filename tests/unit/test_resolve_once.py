@@ -5,12 +5,14 @@ file charpack replaces."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from charpack.folder.manifest import FileRecord
 from charpack.pack import uploads as uploads_module
 from charpack.pack.jobs import expand, file_stem
 from charpack.pack.packfile import load_pack
@@ -100,3 +102,57 @@ def test_file_stems_have_one_maker_with_a_pinned_format(tmp_path: Path) -> None:
     assert job.stem == file_stem("walk", 1, 5) == "walk_001_5"
     retry = job.with_seed(99)
     assert retry.stem == "walk_001_99" and retry.spec.output.name == retry.stem
+
+
+def test_the_judge_follows_the_gates_verdict_and_never_decides_again(tmp_path: Path) -> None:
+    from charpack.run.retry_rules import Ending
+
+    pack = load_pack(make_pack(tmp_path / "src"))
+    state = PackState.open(tmp_path / "out", pack, max_retries=1)
+    record: list[FileRecord] = [{"path": "rejected/cafe/x.png", "sha256": "0" * 64, "bytes": 1}]
+    # A verdict made where the files were placed wins over what the score alone would say:
+    # the folder (chosen by the verdict) and the status cannot disagree.
+    pid = state.begin("cafe/001", server="http://s", version=None, seed=1, workflow={})
+    high = Ending("success", score=0.9, rejected=True, files=record)
+    assert state.end("cafe/001", pid, high).action == "retry"
+    pid = state.begin("cafe/001", server="http://s", version=None, seed=2, workflow={})
+    low = Ending("success", score=0.1, rejected=False, files=[])
+    assert state.end("cafe/001", pid, low).action == "done"
+    statuses = [a["status"] for a in state.entry("cafe/001")["attempts"]]
+    assert statuses == ["below_threshold", "success"]
+
+
+def test_the_manifest_is_written_once_per_change(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from charpack.folder.manifest import Manifest
+    from charpack.run.retry_rules import Ending
+
+    writes: list[str] = []
+    real = Manifest.save
+
+    def save(self: Manifest) -> None:
+        real(self)
+        writes.append(self.path.read_text())
+
+    monkeypatch.setattr(Manifest, "save", save)
+    pack = load_pack(make_pack(tmp_path / "src"))
+    state = PackState.open(tmp_path / "out", pack, max_retries=1)
+    first = state.begin("cafe/001", server="http://s", version=None, seed=1, workflow={})
+    assert len(writes) == 1  # on disk before it can be posted
+    state.end("cafe/001", first, Ending("lost", error="moved"))
+    assert len(writes) == 1 and state.dirty  # an end waits for the next write
+    second = state.begin("cafe/001", server="http://s", version=None, seed=1, workflow={})
+    assert len(writes) == 2  # the next begin carries the previous attempt's end
+    on_disk = json.loads(writes[-1])["jobs"]["cafe/001"]["attempts"]
+    assert [a["status"] for a in on_disk] == ["lost", "submitted"]
+    state.end("cafe/001", second, Ending("error", error="boom"))
+    state.fail("cafe/002", "scene refused")
+    state.fail("walk/001", "scene refused")
+    state.flush()
+    state.flush()
+    assert len(writes) == 3  # three changes of one message, one write; nothing left to write
+    jobs = json.loads(writes[-1])["jobs"]
+    assert [jobs[k]["status"] for k in ("cafe/001", "cafe/002", "walk/001")] == ["pending"] + [
+        "failed"
+    ] * 2

@@ -18,12 +18,12 @@ from charpack.comfy.events import (
     ExecutionSuccess,
 )
 from charpack.comfy.results import JobResult, JobStatus, OutputRef
-from charpack.folder.manifest import Manifest, ManifestError
+from charpack.folder.manifest import FileRecord, Manifest, ManifestError
 from charpack.pack.jobs import prompt_id_for, retry_seed
-from charpack.pack.packfile import Pack, load_pack
+from charpack.pack.packfile import IdentityGate, Pack, load_pack
 from charpack.run.events import StageClocks, stage_of
 from charpack.run.fetcher import destinations, score_of
-from charpack.run.retry_rules import LOST_LIMIT, Ending
+from charpack.run.retry_rules import LOST_LIMIT, Ending, below
 from charpack.run.state import PackState
 from charpack.run.worker import substitute
 
@@ -63,8 +63,13 @@ def begin(state: PackState, key: str) -> str:
     )
 
 
+GATE = IdentityGate(enabled=True, threshold=0.6, max_attempts=3)  # PACK's identity
+
+
 def scored(score: float, path: str = "cafe/x.png") -> Ending:
-    return Ending("success", score=score, files=[{"path": path, "sha256": "0" * 64, "bytes": 1}])
+    """A finished attempt with the gate's verdict on ``score``, as the download thread makes it."""
+    files: list[FileRecord] = [{"path": path, "sha256": "0" * 64, "bytes": 1}]
+    return Ending("success", score=score, rejected=below(GATE, score), files=files)
 
 
 def on_disk(folder: Path) -> dict:
@@ -116,6 +121,7 @@ def test_identity_gate_retries_with_new_seeds_then_keeps_the_best_below(
     assert seeds == [retry_seed(job, 1), retry_seed(job, 2), retry_seed(job, 3)]
     assert seeds[0] == job.base_seed and len(set(seeds)) == 3
     assert decision.action == "below_threshold"
+    state.flush()  # the run loop does so once per message handled
     entry = on_disk(tmp_path / "out")["jobs"]["cafe/001"]
     assert entry["status"] == "below_threshold"
     assert entry["score"] == 0.55 and entry["seed"] == seeds[1]
@@ -178,6 +184,7 @@ def test_resume_keeps_finished_jobs_finds_prompts_in_flight_and_retries_failed_o
     broken = begin(state, "walk/001")
     state.end("walk/001", broken, Ending("error", error="boom"))
     assert state.entry("walk/001")["status"] == "failed"
+    state.flush()  # the run loop does so once per message handled
 
     again = PackState.open(out, pack, max_retries=0)
     assert again.run_id == state.run_id
