@@ -17,11 +17,13 @@ from comfy_api.latest import io
 
 from .ops import specs
 from .pipelines import LoraSpec, ParameterError, catalog
+from .pipelines.checks import bounds
 from .widgets import Character
 
 NODE = "CharpackCharacter"
 _C = specs.DEFAULTS.character
 _LORA = _C.lora or LoraSpec()  # the widgets show the preset LoRA's strength
+_LORA_RANGE = bounds(LoraSpec, "strength_model")  # model and clip share one widget
 
 
 def _input_images() -> list[str]:
@@ -75,8 +77,8 @@ class CharpackCharacter(io.ComfyNode):
                 io.Float.Input(
                     "lora_strength",
                     default=_LORA.strength_model,
-                    min=0.0,
-                    max=2.0,
+                    min=_LORA_RANGE[0],
+                    max=_LORA_RANGE[1],
                     step=0.05,
                     tooltip="LoRA strength on model and clip; 0.7 lets the model "
                     "breathe (1.0 was too rigid).",

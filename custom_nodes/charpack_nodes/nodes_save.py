@@ -33,11 +33,13 @@ from comfy_execution.utils import get_executing_context
 
 from .ops import paths, saving, specs
 from .pipelines import OutputSpec, catalog, params
+from .pipelines.checks import bounds
 
 log = logging.getLogger("charpack_nodes.save")
 
 NODE = catalog.SAVE_PACK.class_type
 _PRESET = OutputSpec()
+_COMPRESS_RANGE = bounds(OutputSpec, "compress_level")
 # extra_pnginfo keys that look like credentials never reach a file (clients put workflow there).
 _SECRET_KEY = re.compile(r"(?i)(api[_-]?key|token|secret|passw|auth|credential)")
 
@@ -163,8 +165,8 @@ class CharpackSavePack(io.ComfyNode):
                 io.Int.Input(
                     "compress_level",
                     default=_PRESET.compress_level,
-                    min=0,
-                    max=9,
+                    min=_COMPRESS_RANGE[0],
+                    max=_COMPRESS_RANGE[1],
                     tooltip="PNG zlib level; 1 is fast and about as small as 4 here "
                     "(0 = no compression, about twice the size).",
                 ),

@@ -69,13 +69,13 @@ class LoraSpec:
     """The character's identity LoRA; 0.7 lets the checkpoint breathe (1.0 was too rigid)."""
 
     name: str = "character_lora.safetensors"
-    strength_model: float = 0.7
-    strength_clip: float = 0.7
+    strength_model: float = ranged(0.7, 0.0, 2.0)
+    strength_clip: float = ranged(0.7, 0.0, 2.0)
 
     def __post_init__(self) -> None:
         _name("lora.name", self.name)
-        _range("lora.strength_model", self.strength_model, 0.0, 2.0)
-        _range("lora.strength_clip", self.strength_clip, 0.0, 2.0)
+        check_range("lora.strength_model", self, "strength_model")
+        check_range("lora.strength_clip", self, "strength_clip")
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .checks import ParameterError, _choice, _int_range, _name, _range
+from .checks import ParameterError, _choice, _name, _range, check_range, ranged
 
 POSE_PREPROCESSORS: tuple[str, ...] = ("none", "canny")
 SAVE_MODES: tuple[str, ...] = ("pack", "image", "preview", "none")
@@ -81,10 +81,10 @@ class OutputSpec:
     pack: str = "pack"
     scene: str = "scene"
     name: str = "image"
-    compress_level: int = 1
+    compress_level: int = ranged(1, 0, 9)
 
     def __post_init__(self) -> None:
         _choice("output.save", self.save, SAVE_MODES)
         for part in ("pack", "scene", "name"):
             _name(f"output.{part}", getattr(self, part))
-        _int_range("output.compress_level", self.compress_level, 0, 9)
+        check_range("output.compress_level", self, "compress_level")
