@@ -9,13 +9,14 @@ one workflow at a time, so memory stays flat however many jobs the pack has.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from charpack_nodes.pipelines import to_json
 
+from ..folder.integrity import atomic_write
 from ..pack.jobs import Job, iter_jobs
 from ..pack.packfile import Pack
 
@@ -75,12 +76,14 @@ def write_plan(pack: Pack, out_dir: Path) -> PlanResult:
         "uploads": uploads,
     }
     head = json.dumps(summary, indent=2)
-    tmp = plan_file.with_suffix(".json.tmp")
-    with tmp.open("w", encoding="utf-8") as out, entries_tmp.open(encoding="utf-8") as entries:
-        out.write(head[: head.rindex("}")].rstrip() + ',\n  "jobs": [\n')
-        shutil.copyfileobj(entries, out)
-        out.write("\n  ]\n}\n")
-    os.replace(tmp, plan_file)
+
+    def write(out: BinaryIO) -> None:
+        out.write((head[: head.rindex("}")].rstrip() + ',\n  "jobs": [\n').encode("utf-8"))
+        with entries_tmp.open("rb") as entries:
+            shutil.copyfileobj(entries, out)
+        out.write(b"\n  ]\n}\n")
+
+    atomic_write(plan_file, write, doing="write plan.json")
     entries_tmp.unlink()
     files.append(plan_file)
     return PlanResult(out_dir=out_dir, jobs=jobs, files=files)

@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
 
-from .integrity import open_new, os_problem, writable
+from .integrity import atomic_write
 from .manifest import Manifest
 from .report import Header, inside, read_header
 
@@ -374,16 +374,9 @@ class _Painter:
 
 def _save(canvas: Image.Image, path: Path, quality: int) -> Path:
     # Never through a link planted in the pack folder: neither the page nor its temp file.
-    writable(path.parent, path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open_new(tmp) as fh:
-            canvas.save(fh, "JPEG", quality=quality, optimize=True, progressive=True)
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise os_problem(exc, path, "write the contact sheet") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(
+        path,
+        lambda fh: canvas.save(fh, "JPEG", quality=quality, optimize=True, progressive=True),
+        doing="write the contact sheet",
+        root=path.parent,
+    )

@@ -5,8 +5,10 @@ its process dies, holding the holder's pid, host and start time for the message 
 prints), :func:`remove_stale_temps` (the temp files a killed run left: ``.manifest.json.<pid>.tmp``
 and downloads' ``.<name>.<8 hex>.part``), the symlink rule (:func:`writable`, :func:`ensure_dir`,
 :func:`open_new`: nothing below the pack folder is written through a symbolic link; the folder
-itself may be one the user chose) and :func:`disk_full`, which turns ``ENOSPC``/``EDQUOT`` into
-:class:`~charpack.errors.DiskFull` naming the mount point and how much to free.
+itself may be one the user chose), :func:`atomic_write` (the one way charpack replaces a file it
+writes whole: manifest, contact sheet, published copies, ``charpack plan``'s summary) and
+:func:`disk_full`, which turns ``ENOSPC``/``EDQUOT`` into :class:`~charpack.errors.DiskFull`
+naming the mount point and how much to free.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import shutil
 import socket
 import stat
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -273,6 +275,70 @@ def open_new(path: Path) -> BinaryIO:
             raise disk_full(path, 0) from None
         raise
     return os.fdopen(fd, "wb")
+
+
+def atomic_write(
+    path: Path,
+    write: Callable[[BinaryIO], object],
+    *,
+    doing: str,
+    root: Path | None = None,
+    size: int = 0,
+) -> Path:
+    """Replace ``path`` with what ``write`` writes, atomically: a temp file beside it
+    (``.<name>.<pid>.tmp``, opened without following a link), flushed and fsynced, renamed over
+    ``path``, and the folder fsynced, so a crash leaves the old file or the new one, never half
+    of one. On any failure the temp file is removed and the old file stays.
+
+    ``root``: the pack folder ``path`` lies in; its folders are made and no symbolic link below
+    it (nor ``path`` itself as one) is written through. A full disk raises
+    :class:`~charpack.errors.DiskFull` (``size``: the bytes the write needed); another OSError
+    from the write raises :class:`~charpack.errors.PackFolderError` saying what failed
+    (``doing``, e.g. "save manifest.json"); an OSError about another file (one ``write``
+    reads) is raised as it is.
+    """
+    try:
+        if root is not None:
+            writable(root, path)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _write_problem(exc, path, doing, size) from None
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open_new(tmp) as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        _sync_folder(path.parent)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.filename is not None and Path(exc.filename) not in (tmp, path):
+            raise
+        raise _write_problem(exc, path, doing, size) from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _write_problem(exc: OSError, path: Path, doing: str, size: int) -> PackFolderError:
+    return disk_full(path, size, what=path.name) if is_full(exc) else os_problem(exc, path, doing)
+
+
+def _sync_folder(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (best effort: some file systems refuse it)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _below(root: Path, path: Path) -> Path:

@@ -8,7 +8,8 @@ Layout of a pack folder (names are deterministic)::
     <out>/contact-sheet.jpg                     thumbnails with scene, seed and score
     <out>/publish/…                             copies with every metadata chunk stripped
 
-The manifest is rewritten atomically (temp file, fsync, rename) after every job, so a crash
+The manifest is rewritten atomically (:func:`~charpack.folder.integrity.atomic_write`: temp
+file, fsync, rename) after every change, so a crash
 leaves the previous complete version, and so does a full disk (:class:`~charpack.errors.
 DiskFull`, the temp file removed). Each job entry is serialised once when it changes and
 cached, so rewriting a manifest of thousands of jobs costs a concatenation, not a full
@@ -18,7 +19,6 @@ cached, so rewriting a manifest of thousands of jobs costs a concatenation, not 
 from __future__ import annotations
 
 import json
-import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Literal, TypedDict
 
 from ..errors import CharpackError
-from .integrity import disk_full, is_full, open_new, os_problem, writable
+from .integrity import atomic_write
 
 FORMAT = 1
 MANIFEST = "manifest.json"
@@ -188,21 +188,11 @@ class Manifest:
         :class:`~charpack.errors.PackFolderError`; either way the temp file is removed and
         the previous manifest stays. ``manifest.json`` as a symbolic link is refused.
         """
-        path = self.path
         data = self.to_json().encode("utf-8")
-        tmp = path.with_name(f".{MANIFEST}.{os.getpid()}.tmp")
-        try:
-            writable(self.folder, path)
-            with open_new(tmp) as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except OSError as exc:
-            tmp.unlink(missing_ok=True)
-            if is_full(exc):
-                raise disk_full(path, len(data), what=MANIFEST) from None
-            raise os_problem(exc, path, f"save {MANIFEST}") from None
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        atomic_write(
+            self.path,
+            lambda fh: fh.write(data),
+            doing=f"save {MANIFEST}",
+            root=self.folder,
+            size=len(data),
+        )

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ..errors import CharpackError
-from .integrity import open_new, os_problem, writable
+from .integrity import atomic_write, writable
 from .manifest import Manifest
 from .report import inside
 
@@ -98,22 +97,17 @@ def strip_file(source: Path, dest: Path) -> tuple[str, int]:
             f"{source}: cannot publish {source.suffix or 'extension-less'} files — "
             "charpack publishes PNG, JPEG and WebP images"
         )
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-    try:
-        with source.open("rb") as raw, open_new(tmp) as out:
+    readers: list[_HashingReader] = []
+
+    def write(out: BinaryIO) -> None:
+        with source.open("rb") as raw:  # an error reading it is raised as it is
             reader = _HashingReader(raw)
+            readers.append(reader)
             stripper(reader, out, source)
             reader.drain()
-        os.replace(tmp, dest)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        if exc.filename is not None and Path(exc.filename) == source:
-            raise
-        raise os_problem(exc, dest, "write the published copy") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+
+    atomic_write(dest, write, doing="write the published copy")
+    reader = readers[0]
     return reader.sha256.hexdigest(), reader.count - dest.stat().st_size
 
 

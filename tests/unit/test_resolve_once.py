@@ -9,9 +9,11 @@ import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from charpack.errors import PackFolderError
 from charpack.folder.manifest import FileRecord
 from charpack.pack import uploads as uploads_module
 from charpack.pack.jobs import expand, file_stem
@@ -156,3 +158,56 @@ def test_the_manifest_is_written_once_per_change(
     assert [jobs[k]["status"] for k in ("cafe/001", "cafe/002", "walk/001")] == ["pending"] + [
         "failed"
     ] * 2
+
+
+def test_atomic_write_fsyncs_before_the_rename_and_a_failed_write_keeps_the_old_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    from charpack.folder import integrity
+
+    target = tmp_path / "pack" / "manifest.json"
+    steps: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        steps.append("fsync")
+        real_fsync(fd)
+
+    def replace(src: Any, dst: Any, **kwargs: Any) -> None:
+        steps.append(f"replace {Path(src).name} -> {Path(dst).name}")
+        real_replace(src, dst, **kwargs)
+
+    monkeypatch.setattr(integrity.os, "fsync", fsync)
+    monkeypatch.setattr(integrity.os, "replace", replace)
+    integrity.atomic_write(target, lambda fh: fh.write(b"one"), doing="save", root=tmp_path)
+    pid = os.getpid()
+    # The file's bytes are on disk before it takes the name; then the rename itself.
+    assert steps == ["fsync", f"replace .manifest.json.{pid}.tmp -> manifest.json", "fsync"]
+
+    def broken(fh: Any) -> None:
+        fh.write(b"half")
+        raise OSError(5, "Input/output error")
+
+    with pytest.raises(PackFolderError, match="cannot save at"):
+        integrity.atomic_write(target, broken, doing="save", root=tmp_path)
+    assert target.read_bytes() == b"one"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["manifest.json"]
+
+
+def test_no_module_replaces_files_by_hand() -> None:
+    """Every whole-file replace goes through atomic_write; downloads stream into their own
+    ``.part`` file through a folder descriptor (charpack.comfy.landing)."""
+    import ast
+
+    package = REPO / "orchestrator"
+    allowed = {"folder/integrity.py", "comfy/landing.py", "comfy/downloads.py"}
+    found = []
+    for path in sorted(package.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and node.attr in ("replace", "rename"):
+                value = node.value
+                if isinstance(value, ast.Name) and value.id == "os":
+                    found.append(path.relative_to(package).as_posix())
+    assert set(found) <= allowed, sorted(set(found) - allowed)
