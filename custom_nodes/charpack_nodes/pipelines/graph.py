@@ -7,7 +7,8 @@ orchestrator (API-format JSON), the node pack (node expansion) and the generated
 Unlike ComfyUI's builder it knows the catalogue: a node of a catalogued type must receive exactly
 the catalogued input names (every widget explicitly, optional links only when connected), so a
 misspelt or forgotten input fails when the graph is built, not on a GPU. It owns no presets and
-no stage logic (``stages.py``).
+no stage logic (the stage builders: ``models.py``, ``base.py``, ``face.py``,
+``finish.py``, assembled by ``stages.py``).
 """
 
 from __future__ import annotations
