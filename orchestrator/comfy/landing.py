@@ -37,8 +37,8 @@ class Downloaded:
 
 
 def write_file(root: Path, dest: Path, data: bytes) -> Downloaded:
-    """Write ``data`` to ``dest`` below ``root`` as :func:`download` does (no symbolic link
-    followed, temp file, atomic rename, :class:`DiskFull` when the disk fills)."""
+    """Write ``data`` to ``dest`` below ``root`` as a download lands (no symbolic link
+    followed, temp file, fsync, atomic rename, :class:`DiskFull` when the disk fills)."""
     folder = open_folder(root, dest)
     try:
         tmp = part_name(dest.name)
