@@ -168,7 +168,9 @@ def image_output(tip: str) -> io.Output:
 
 
 def settings_error(node: str, error: ParameterError) -> str:
-    return f"{node}: {error.field}: {error.message}; change that input"
+    return (
+        f"{node}: {specs.widget_of(error.field) or error.field}: {error.message}; change that input"
+    )
 
 
 def spec_or_error(node: str, **values: Any) -> Any:

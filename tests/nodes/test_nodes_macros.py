@@ -224,7 +224,7 @@ def test_two_macros_in_one_prompt_never_share_node_ids(character: CharacterSpec)
 def test_a_wrong_sampler_is_refused_before_running_naming_node_and_input() -> None:
     message = CharpackPipeline.validate_inputs(sampler_name="euler_magic", scheduler="karras")
     assert message == (
-        "CharpackPipeline: sampler: must be one of 42 names such as euler, euler_cfg_pp, "
+        "CharpackPipeline: sampler_name: must be one of 42 names such as euler, euler_cfg_pp, "
         "euler_ancestral, euler_ancestral_cfg_pp, heun, heunpp2; got 'euler_magic'; change that "
         "input"
     )
@@ -240,6 +240,19 @@ def test_an_out_of_range_value_that_reaches_a_macro_names_node_and_input(
         call_node(CharpackBase, unique_id="2", character=character, prompt="", negative="", steps=0)
     assert str(caught.value) == (
         "CharpackBase: steps: must be between 1 and 200, got 0; change that input"
+    )
+    # The error names the input as the node shows it, not as a pack file spells the field.
+    with pytest.raises(ValueError) as caught:
+        call_node(
+            CharpackBase,
+            unique_id="3",
+            character=character,
+            prompt="",
+            negative="",
+            faceid_weight=3.5,
+        )
+    assert str(caught.value) == (
+        "CharpackBase: faceid_weight: must be between 0 and 3, got 3.5; change that input"
     )
 
 

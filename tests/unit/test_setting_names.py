@@ -13,6 +13,7 @@ import pytest
 
 from charpack.pack.settings import TOP_LEVEL, Settings, apply_settings, pack_key
 from charpack_nodes.ops import specs
+from charpack_nodes.pipelines import ParameterError
 
 # A valid value other than the preset, per macro widget.
 VALUES: dict[str, Any] = {
@@ -62,3 +63,18 @@ def test_pack_file_names_differ_from_widget_names_only_where_documented() -> Non
 
 def test_seed_is_not_a_defaults_setting() -> None:
     assert pack_key(*specs.SETTINGS["seed"]) is None
+
+
+@pytest.mark.parametrize(
+    "widget",
+    sorted(w for w in specs.SETTINGS if not isinstance(specs.preset(w), bool) and w != "seed"),
+)
+def test_a_widgets_range_error_is_traced_back_to_the_widget(widget: str) -> None:
+    # Range errors spell a field as the pack file does ("sampler", "faceid.weight"); the macro
+    # nodes translate it back to the input the user sees.
+    wrong: Any = "no such name" if isinstance(specs.preset(widget), str) else 10**6
+    if widget == "upscale_model":
+        wrong = ""  # any file name is allowed; an empty one is not
+    with pytest.raises(ParameterError) as caught:
+        specs.pipeline_spec(**{widget: wrong})
+    assert specs.widget_of(caught.value.field) == widget

@@ -51,6 +51,19 @@ SETTINGS: dict[str, tuple[str, str]] = {
 DEFAULTS = PipelineSpec()
 
 
+def widget_of(field_label: str) -> str | None:
+    """The macro input a :class:`ParameterError`'s field stands for, or None. Range errors name
+    a field as the pack file does (``sampler``, ``faceid.weight``, ``upscale.model``); a node's
+    error must name the input the user sees (``sampler_name``, ``faceid_weight``,
+    ``upscale_model``)."""
+    for setting, (part, name) in SETTINGS.items():
+        # SamplerSpec's fields are top-level in a pack file; the others sit under their part.
+        head = "" if part == "sampler" else f"{part}."
+        if field_label in (f"{head}{name}", f"{head}{name.removesuffix('_name')}"):
+            return setting
+    return None
+
+
 def preset(setting: str) -> Any:
     """The preset value of a macro input (what its widget shows by default)."""
     part, name = SETTINGS[setting]
