@@ -4,20 +4,26 @@ Talks to the auth proxy that ``runpod/start.py`` puts in front of ComfyUI (see
 ``runpod/nginx.conf.template``): ``/charpack/health`` answers 200 when ComfyUI is up, 503 with
 ``{"phase": ...}`` while the pod provisions or starts, 401 when our token is not the pod's.
 Before nginx runs, RunPod's proxy itself answers (502/404) or the connection fails; both mean
-"not yet". No request waits long: the proxy cuts anything past ~100 s.
+"not yet". No request waits long: the proxy cuts anything past ~100 s. Requests go through
+the orchestrator's one HTTP stack (:class:`~charpack.comfy.transport.HttpCore`: no proxies or
+netrc from the environment, no redirects followed, the token registered for redaction), one
+try each: the callers poll.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from collections.abc import Callable
 from typing import Any
 
 import requests
 
-from ..errors import AuthError, PodError, TimeoutExceeded
+from ..comfy.auth import ServerConfig
+from ..comfy.transport import HttpCore
+from ..errors import AuthError, PodError, ServerUnavailable, TimeoutExceeded
 
 log = logging.getLogger(__name__)
 PROXY_URL_ENV = "CHARPACK_RUNPOD_PROXY_URL"
@@ -31,16 +37,28 @@ def proxy_url(*, pod_id: str, port: int) -> str:
     return template.format(pod_id=pod_id, port=port).rstrip("/")
 
 
-def _headers(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
+_ANY_STATUS = tuple(range(100, 600))  # every answer is the caller's to read
+
+
+def _get(url: str, token: str, path: str, timeout: float) -> requests.Response:
+    """``GET`` ``path`` on the pod once; :class:`ServerUnavailable` when it cannot be reached."""
+    config = ServerConfig(url=url, headers={"Authorization": f"Bearer {token}"}, name=url)
+    http = HttpCore(
+        config=config, connect_timeout=timeout, read_timeout=min(timeout, 60), attempts=1
+    )
+    try:
+        # Not streamed: the body is read before the session closes.
+        return http.request("GET", path, what=f"GET {path}", ok=_ANY_STATUS)
+    finally:
+        http.close()
 
 
 def check_health(*, url: str, token: str, timeout: float = 15) -> tuple[bool, str]:
     """One probe: (ready, what the pod is doing). Raises `AuthError` on a refused token."""
     try:
-        resp = requests.get(f"{url}/charpack/health", headers=_headers(token), timeout=timeout)
-    except requests.RequestException as exc:
-        return False, f"not reachable yet ({type(exc).__name__})"
+        resp = _get(url, token, "/charpack/health", timeout)
+    except ServerUnavailable as exc:
+        return False, f"not reachable yet ({_reason(str(exc))})"
     with resp:
         if resp.status_code == 200 and resp.headers.get("X-Charpack-Proxy"):
             return True, "ready"
@@ -91,8 +109,8 @@ def wait_healthy(
 def provision_failures(*, url: str, token: str) -> list[str]:
     """The failures of the pod's last provisioning run, one line each (empty if none/unknown)."""
     try:
-        resp = requests.get(f"{url}/charpack/provision", headers=_headers(token), timeout=15)
-    except requests.RequestException:
+        resp = _get(url, token, "/charpack/provision", 15)
+    except ServerUnavailable:
         return []
     with resp:
         if resp.status_code != 200:
@@ -112,3 +130,9 @@ def _json(resp: requests.Response) -> dict[str, Any]:
     except ValueError:
         return {}
     return data if isinstance(data, dict) else {}
+
+
+def _reason(message: str) -> str:
+    """The failure :class:`HttpCore` names ("… failed 1 times (ConnectionError: …)")."""
+    match = re.search(r"failed \d+ times \((\w+)", message)
+    return match.group(1) if match else "no answer"

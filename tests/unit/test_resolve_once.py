@@ -19,6 +19,7 @@ from charpack.pack import uploads as uploads_module
 from charpack.pack.jobs import expand, file_stem
 from charpack.pack.packfile import load_pack
 from charpack.run.state import PackState, references
+from tests.support.loopback import LoopbackServer, QuietHandler
 
 REPO = Path(__file__).resolve().parents[2]
 FACE = REPO / "examples" / "faces" / "ava_front.png"
@@ -211,3 +212,35 @@ def test_no_module_replaces_files_by_hand() -> None:
                 if isinstance(value, ast.Name) and value.id == "os":
                     found.append(path.relative_to(package).as_posix())
     assert set(found) <= allowed, sorted(set(found) - allowed)
+
+
+class _PodProxy(QuietHandler):
+    """The pod's auth proxy, as far as the health probe sees it: ``/charpack/health`` sends
+    the client elsewhere; following that would find a ready pod."""
+
+    def do_GET(self) -> None:  # noqa: N802
+        if self.path == "/charpack/health":
+            self.send_response(302)
+            self.send_header("Location", "/elsewhere")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        self.send_response(200)
+        self.send_header("X-Charpack-Proxy", "1")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+
+def test_the_pod_health_probe_uses_the_orchestrators_http_stack(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Like every ComfyUI call: no proxy from the environment, no redirect followed (the pod's
+    token goes to the pod's URL and nowhere else)."""
+    from charpack.pod.health import check_health
+
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # nothing listens there
+    with LoopbackServer(_PodProxy) as pod:
+        ready, what = check_health(url=pod.url, token="pod-token-abc123", timeout=5)
+    assert (ready, what) == (False, "proxy answered HTTP 302 (pod still starting)")
