@@ -39,7 +39,7 @@ from .messages import (
 from .options import Interrupt, RunControl, RunOptions, RunSummary
 from .retry_rules import Decision, Ending
 from .scheduler import Scheduler
-from .state import PackState, model_group
+from .state import Begin, PackState, model_group
 from .worker import ServerWorker, substitute
 
 log = logging.getLogger(__name__)
@@ -161,20 +161,25 @@ class RunLoop:
 
     def _dispatch(self) -> None:
         state = self.state
+        planned = []
         for server, key in self.scheduler.assign():
             worker = self.fleet.workers[server]
             seed = state.seed_for(key)
             job = state.jobs[key].with_seed(seed)
             graph = substitute(dict(job.graph), worker.names)
-            prompt_id = state.begin(
-                key, server=worker.url, version=worker.version, seed=seed, workflow=graph
-            )
-            self.flights[prompt_id] = _Flight(key, server)
+            planned.append((server, job, Begin(key, worker.url, worker.version, seed, graph)))
+        if not planned:
+            return
+        # One save for every attempt of this turn, before any of them is posted.
+        prompt_ids = state.begin_all([begin for _, _, begin in planned])
+        for (server, job, begin), prompt_id in zip(planned, prompt_ids, strict=True):
+            self.flights[prompt_id] = _Flight(begin.key, server)
             self.clocks.submitted(prompt_id, time.monotonic())
             self.posted += 1
-            worker.submit(Submit(key, prompt_id, graph, job.scene, job.stem))
-            attempt = len(state.entry(key).get("attempts") or [])
-            self.emit("submitted", job=key, attempt=attempt, seed=seed, server=server)
+            submit = Submit(begin.key, prompt_id, begin.workflow, job.scene, job.stem)
+            self.fleet.workers[server].submit(submit)
+            attempt = len(state.entry(begin.key).get("attempts") or [])
+            self.emit("submitted", job=begin.key, attempt=attempt, seed=begin.seed, server=server)
 
     # -- messages --------------------------------------------------------------------------
 

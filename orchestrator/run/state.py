@@ -10,12 +10,12 @@ still in flight for the runner to look up on their servers, and gives failed job
 interrupt nobody asked for is an ``error``. Seeds follow :func:`charpack.pack.jobs.retry_seed`
 and never repeat within a job. Nothing is written until :meth:`PackState.save`.
 
-The manifest is rewritten once per change, not once per job it touches: :meth:`PackState.begin`
-saves at once (an attempt is on disk before it is posted), taking along whatever else changed
-since the last save; every other change (an attempt's end, a refused scene's jobs, a cancel)
-only marks the state dirty, and the run loop calls :meth:`PackState.flush` once per message
-handled, before it waits for the next. In a steady run each attempt costs one rewrite: the
-next attempt's ``begin`` carries the previous one's end.
+The manifest is rewritten once per change, not once per job it touches:
+:meth:`PackState.begin_all` saves at once (the attempts of one dispatch are on disk before any
+is posted), taking along whatever else changed since the last save; every other change (an
+attempt's end, a refused scene's jobs, a cancel) only marks the state dirty, and the run loop
+calls :meth:`PackState.flush` once per message handled, before it waits for the next. In a
+steady run each attempt costs one rewrite: the next attempt's begin carries the previous end.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Hashable, Iterator
+from collections.abc import Hashable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,20 @@ def pack_digest(pack: Pack, refs: dict[str, str] | None = None) -> str:
         separators=(",", ":"),
     )
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+_SUMMARY = ("status", "seed", "prompt_id", "server")  # what begin changes on the job entry
+
+
+@dataclass(frozen=True)
+class Begin:
+    """One attempt to record before it is posted (:meth:`PackState.begin_all`)."""
+
+    key: str
+    server: str
+    version: str | None
+    seed: int
+    workflow: dict[str, Any]
 
 
 def model_group(job: Job) -> Hashable:
@@ -195,44 +210,53 @@ class PackState:
         self, key: str, *, server: str, version: str | None, seed: int, workflow: dict[str, Any]
     ) -> str:
         """Record a new attempt and save the manifest; returns the prompt_id to post it under."""
-        entry = self.entry(key)
-        attempts = entry.setdefault("attempts", [])
-        number = len(attempts) + 1
-        prompt_id = prompt_id_for(self.run_id, key, number)
-        attempts.append(
-            {
-                "attempt": number,
-                "prompt_id": prompt_id,
-                "seed": seed,
-                "server": server,
-                "comfyui_version": version,
-                "workflow": workflow,
-                "submitted_at": time.time(),
-                "started_at": None,
-                "finished_at": None,
-                "queue_wait_s": None,
-                "execution_s": None,
-                "stage_timings": {},
-                "status": "submitted",
-                "score": None,
-                "error": None,
-                "files": [],
-            }
-        )
-        before = {k: entry.get(k) for k in ("status", "seed", "prompt_id", "server")}
-        entry.update(
-            {"status": "submitted", "seed": seed, "prompt_id": prompt_id, "server": server}
-        )
-        self.manifest.put(entry)
+        return self.begin_all([Begin(key, server, version, seed, workflow)])[0]
+
+    def begin_all(self, begins: Sequence[Begin]) -> list[str]:
+        """Record new attempts and save the manifest once, before any is posted; returns their
+        prompt_ids. When the save fails none of them is recorded (none may be posted)."""
+        ids, undo = [], []
+        for b in begins:
+            entry = self.entry(b.key)
+            attempts = entry.setdefault("attempts", [])
+            number = len(attempts) + 1
+            prompt_id = prompt_id_for(self.run_id, b.key, number)
+            attempts.append(
+                {
+                    "attempt": number,
+                    "prompt_id": prompt_id,
+                    "seed": b.seed,
+                    "server": b.server,
+                    "comfyui_version": b.version,
+                    "workflow": b.workflow,
+                    "submitted_at": time.time(),
+                    "started_at": None,
+                    "finished_at": None,
+                    "queue_wait_s": None,
+                    "execution_s": None,
+                    "stage_timings": {},
+                    "status": "submitted",
+                    "score": None,
+                    "error": None,
+                    "files": [],
+                }
+            )
+            undo.append((entry, attempts, {k: entry.get(k) for k in _SUMMARY}))
+            entry.update(
+                {"status": "submitted", "seed": b.seed, "prompt_id": prompt_id, "server": b.server}
+            )
+            self.manifest.put(entry)
+            ids.append(prompt_id)
         try:
             self.save()
         except BaseException:
-            # Not on disk, so never posted: a later save must not record it as in flight.
-            attempts.pop()
-            entry.update(before)  # type: ignore[typeddict-item]
-            self.manifest.put(entry)
+            # Not on disk, so never posted: a later save must not record them as in flight.
+            for entry, attempts, before in reversed(undo):
+                attempts.pop()
+                entry.update(before)
+                self.manifest.put(entry)
             raise
-        return prompt_id
+        return ids
 
     def attempt(self, key: str, prompt_id: str) -> Attempt | None:
         """The job's attempt ``prompt_id`` while it is the active one, else None (stale)."""

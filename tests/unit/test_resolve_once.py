@@ -244,3 +244,34 @@ def test_the_pod_health_probe_uses_the_orchestrators_http_stack(
     with LoopbackServer(_PodProxy) as pod:
         ready, what = check_health(url=pod.url, token="pod-token-abc123", timeout=5)
     assert (ready, what) == (False, "proxy answered HTTP 302 (pod still starting)")
+
+
+def test_the_attempts_of_one_dispatch_are_written_together_or_not_at_all(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from charpack.errors import DiskFull
+    from charpack.folder.manifest import Manifest
+    from charpack.run.state import Begin
+
+    pack = load_pack(make_pack(tmp_path / "src"))
+    state = PackState.open(tmp_path / "out", pack, max_retries=1)
+    keys = ["cafe/001", "cafe/002", "walk/001"]
+    writes: list[int] = []
+    real = Manifest.save
+
+    def save(self: Manifest) -> None:
+        writes.append(1)
+        if len(writes) == 2:
+            raise DiskFull("no space left")
+        real(self)
+
+    monkeypatch.setattr(Manifest, "save", save)
+    ids = state.begin_all([Begin(k, "http://s", None, 1, {}) for k in keys])
+    assert len(writes) == 1 and len(ids) == 3  # three attempts, one rewrite
+    on_disk = json.loads((tmp_path / "out" / "manifest.json").read_text())["jobs"]
+    assert [on_disk[k]["attempts"][-1]["prompt_id"] for k in keys] == ids
+    with pytest.raises(DiskFull):
+        state.begin_all([Begin(k, "http://s", None, 2, {}) for k in keys])
+    # Not on disk, so never posted: none of the three stays recorded in memory either.
+    assert [len(state.entry(k)["attempts"]) for k in keys] == [1, 1, 1]
+    assert [state.entry(k)["prompt_id"] for k in keys] == ids
