@@ -19,6 +19,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from charpack_nodes.pipelines.stages import stage_name
+
 from ..comfy.events import Event, Executing, ExecutionStart, Progress
 from ..errors import DiskFull
 from .events import RunEvent, StageClocks, stage_of
@@ -220,7 +222,8 @@ class RunLoop:
         if isinstance(event, ExecutionStart):
             self.emit("started", **where)
         elif isinstance(event, Executing):
-            self.emit("node", **where, node=event.node, stage=stage_of(event.node))
+            # The pack file's stage names, as the report shows them (the manifest keeps prefixes).
+            self.emit("node", **where, node=event.node, stage=stage_name(stage_of(event.node)))
         elif isinstance(event, Progress):
             self.emit("step", **where, node=event.node, value=event.value, max=event.max)
 

@@ -29,6 +29,7 @@ from charpack.pack.jobs import Job, expand, prompt_id_for, retry_seed
 from charpack.pack.packfile import Pack, load_pack
 from charpack.run.events import RunEvent
 from charpack.run.runner import RunOptions, RunSummary, run_pack
+from charpack_nodes.pipelines import catalog
 from tests.comfy.server import ComfyServer
 from tests.server.test_nodes_server import fresh_picture
 
@@ -168,6 +169,9 @@ def test_a_whole_pack_runs_end_to_end_and_a_second_run_changes_nothing(
     kinds = [e.kind for e in events]
     assert kinds[0] == "server_up" and kinds.count("done") == 3 and kinds[-1] == "finished"
     assert "step" in kinds and "node" in kinds
+    # Progress speaks the pack file's stage names, as the report does (not node-id prefixes).
+    shown = {e.data["stage"] for e in events if e.kind == "node"}
+    assert catalog.STAGE_FACE_DETAILER in shown and "detail" not in shown
 
     before = {p: sha256(p) for p in out.glob("*/*.png")}
     again = run_pack(pack, servers=[server], options=options(out))
