@@ -2,10 +2,10 @@
 
 Owns :class:`PackLock` (``<out>/.charpack.lock``: an ``fcntl.flock`` the kernel releases when
 its process dies, holding the holder's pid, host and start time for the message a second run
-prints), :func:`remove_stale_temps` (the temp files a killed run left: ``.manifest.json.<pid>.tmp``
-and downloads' ``.<name>.<8 hex>.part``), the symlink rule (:func:`writable`, :func:`ensure_dir`,
-:func:`open_new`: nothing below the pack folder is written through a symbolic link; the folder
-itself may be one the user chose), :func:`atomic_write` (the one way charpack replaces a file it
+prints), :func:`remove_stale_temps` (the temp files a killed run left: :func:`atomic_write`'s
+``.<name>.<pid>.tmp`` and downloads' ``.<name>.<8 hex>.part``), the symlink rule
+(:func:`writable`, :func:`ensure_dir`, :func:`open_new`: nothing below the pack folder is
+written through a symbolic link; the folder itself may be one the user chose), :func:`atomic_write` (the one way charpack replaces a file it
 writes whole: manifest, contact sheet, published copies, ``charpack plan``'s summary) and
 :func:`disk_full`, which turns ``ENOSPC``/``EDQUOT`` into :class:`~charpack.errors.DiskFull`
 naming the mount point and how much to free.
@@ -34,9 +34,10 @@ FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 MB = 1_000_000
 HEADROOM = 16 * MB  # free this much beyond what the failed write needed
 
-# What a killed run can leave: the manifest's temp file and a download's temp file. The
-# download name is ``.<final name>.<8 hex>.part`` (orchestrator/comfy/landing.py keeps it).
-STALE_MANIFEST = re.compile(r"\.manifest\.json\.\d+\.tmp")
+# What a killed run can leave: a temp file of atomic_write (the manifest, a contact-sheet
+# page, a published copy: ``.<final name>.<pid>.tmp``, made by _temp_name below) and a
+# download's (``.<final name>.<8 hex>.part``, orchestrator/comfy/landing.py keeps it).
+STALE_TMP = re.compile(r"\..+\.\d+\.tmp")
 STALE_PART = re.compile(r"\..+\.[0-9a-f]{8}\.part")
 
 
@@ -190,7 +191,7 @@ def remove_stale_temps(folder: Path) -> list[Path]:
     for root, _dirs, files in os.walk(folder, followlinks=False):
         here = Path(root)
         for name in files:
-            if not (STALE_MANIFEST.fullmatch(name) or STALE_PART.fullmatch(name)):
+            if not (STALE_TMP.fullmatch(name) or STALE_PART.fullmatch(name)):
                 continue
             path = here / name
             try:
@@ -304,7 +305,7 @@ def atomic_write(
             path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise _write_problem(exc, path, doing, size) from None
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(_temp_name(path.name))
     try:
         with open_new(tmp) as fh:
             write(fh)
@@ -321,6 +322,11 @@ def atomic_write(
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def _temp_name(name: str) -> str:
+    # The pattern remove_stale_temps knows (STALE_TMP): a killed run's temp files are found.
+    return f".{name}.{os.getpid()}.tmp"
 
 
 def _write_problem(exc: OSError, path: Path, doing: str, size: int) -> PackFolderError:

@@ -142,6 +142,8 @@ def test_only_the_temp_files_a_killed_run_leaves_are_removed(tmp_path: Path) -> 
     out = tmp_path / "pack"
     stale = [
         out / ".manifest.json.4242.tmp",
+        out / ".contact-sheet.jpg.4242.tmp",
+        out / "publish" / "cafe" / ".cafe_001_7.png.4242.tmp",
         out / "cafe" / ".cafe_001_7.png.0a1b2c3d.part",
         out / "rejected" / "cafe" / ".cafe_002_9.json.deadbeef.part",
     ]
