@@ -5,10 +5,11 @@ its process dies, holding the holder's pid, host and start time for the message 
 prints), :func:`remove_stale_temps` (the temp files a killed run left: :func:`atomic_write`'s
 ``.<name>.<pid>.tmp`` and downloads' ``.<name>.<8 hex>.part``), the symlink rule
 (:func:`writable`, :func:`ensure_dir`, :func:`open_new`: nothing below the pack folder is
-written through a symbolic link; the folder itself may be one the user chose), :func:`atomic_write` (the one way charpack replaces a file it
-writes whole: manifest, contact sheet, published copies, ``charpack plan``'s summary) and
-:func:`disk_full`, which turns ``ENOSPC``/``EDQUOT`` into :class:`~charpack.errors.DiskFull`
-naming the mount point and how much to free.
+written through a symbolic link; the folder itself may be one the user chose),
+:func:`atomic_write` (the one way charpack replaces a file it writes whole: manifest, contact
+sheet, published copies, ``charpack plan``'s summary) and :func:`disk_full`, which turns
+``ENOSPC``/``EDQUOT`` into :class:`~charpack.errors.DiskFull` naming the mount point and how
+much to free.
 """
 
 from __future__ import annotations
