@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -23,25 +22,17 @@ from charpack.pack.packfile import load_pack
 from charpack.run.runner import run_pack
 from tests.comfy.server import ComfyServer
 from tests.server.test_run_pack import check_folder, history_ids, manifest, options, write_pack
-from tests.server.test_run_process import Cli, five_jobs, ran_once_each, server_queue, wait_until
+from tests.server.test_run_process import (
+    QUICK,
+    Cli,
+    five_jobs,
+    ran_once_each,
+    server_queue,
+    wait_until,
+)
 from tests.support.tmpfs import fill, tmpfs
 
 pytestmark = pytest.mark.server
-
-QUICK = {"face_detailer": {"steps": 2}, "instantid": {"steps": 2}}
-
-
-@pytest.fixture
-def slow_server(comfy_server_factory: Callable[..., ComfyServer]) -> ComfyServer:
-    return comfy_server_factory(standin_step_seconds=0.25)
-
-
-@pytest.fixture
-def cli_runs() -> Iterator[list[Cli]]:
-    runs: list[Cli] = []
-    yield runs
-    for cli in runs:  # a failed test must not leave a run behind
-        cli.close()
 
 
 def error_of(cli: Cli) -> str:

@@ -15,7 +15,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -105,19 +105,6 @@ class Cli:
         for pipe in (self.proc.stdout, self.proc.stderr):
             if pipe is not None:
                 pipe.close()
-
-
-@pytest.fixture
-def slow_server(comfy_server_factory: Callable[..., ComfyServer]) -> ComfyServer:
-    return comfy_server_factory(standin_step_seconds=0.25)
-
-
-@pytest.fixture
-def cli_runs() -> Iterator[list[Cli]]:
-    runs: list[Cli] = []
-    yield runs
-    for cli in runs:  # a failed test must not leave a run behind
-        cli.close()
 
 
 def five_jobs(folder: Path) -> tuple[Path, Pack]:

@@ -7,10 +7,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
 import yaml
-from pack_cases import VALID, mutate
-from PIL import Image
+from pack_cases import mutate
 from typer.testing import CliRunner
 
 from charpack.cli.main import app
@@ -18,15 +16,6 @@ from tests.support.commands import CHARPACK
 
 REPO = Path(__file__).resolve().parents[2]
 runner = CliRunner()
-
-
-@pytest.fixture
-def pack_file(tmp_path: Path) -> Path:
-    (tmp_path / "faces").mkdir()
-    Image.new("RGB", (48, 48), (205, 160, 130)).save(tmp_path / "faces" / "front.png")
-    path = tmp_path / "pack.yaml"
-    path.write_text(yaml.safe_dump(VALID))
-    return path
 
 
 def test_version_through_the_installed_entry_point() -> None:

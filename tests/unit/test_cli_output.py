@@ -10,11 +10,6 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import pytest
-import yaml
-from pack_cases import VALID
-from PIL import Image
-
 from tests.support.commands import CHARPACK
 
 REPO = Path(__file__).resolve().parents[2]
@@ -23,15 +18,6 @@ CORE_ONLY = REPO / "orchestrator" / "data" / "object_info" / "core-0.3.75.json"
 
 def charpack(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*CHARPACK, *args], capture_output=True, text=True, env=env)
-
-
-@pytest.fixture
-def pack_file(tmp_path: Path) -> Path:
-    (tmp_path / "faces").mkdir()
-    Image.new("RGB", (48, 48), (205, 160, 130)).save(tmp_path / "faces" / "front.png")
-    path = tmp_path / "pack.yaml"
-    path.write_text(yaml.safe_dump(VALID))
-    return path
 
 
 def test_validate_json_prints_every_finding_as_an_object_and_keeps_the_exit_code(
