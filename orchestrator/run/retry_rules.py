@@ -30,6 +30,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
+from charpack_nodes.pipelines import catalog
+
 from ..comfy.auth import redact
 from ..comfy.results import JobResult, NodeFailure
 from ..errors import ExecutionFailed
@@ -59,7 +61,7 @@ _SEED_CANNOT_FIX: tuple[tuple[re.Pattern[str], str], ...] = (
         "where the face is large and unobstructed (character.face_references)",
     ),
     (
-        re.compile(r"^CharpackSavePack "),
+        re.compile(rf"^{re.escape(catalog.SAVE_PACK.class_type)} "),
         "the pack saver refused its file name or could not write it; fix the pack or scene "
         "name (charpack validate checks them) or free space in the server's output folder",
     ),
