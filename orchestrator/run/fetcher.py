@@ -244,7 +244,6 @@ class Fetcher:
         inbox: queue.Queue[Any],
         folder: Path,
         gate: IdentityGate,
-        download_wait_s: float,
         rules: DownloadRules | None = None,
     ) -> None:
         self.server = server
@@ -252,7 +251,7 @@ class Fetcher:
         self.inbox = inbox
         self.folder = folder
         self.gate = gate
-        self.rules = rules or DownloadRules(wait_s=download_wait_s)
+        self.rules = rules or DownloadRules()
         self.stopping = StopSignal()  # the first Ctrl-C: downloads get STOP_GRACE_S to finish
         self.cancel = threading.Event()  # closing: drop the download under way at once
         self.jobs: queue.Queue[Any] = queue.Queue()

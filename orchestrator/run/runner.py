@@ -168,7 +168,6 @@ def _run_locked(
             gate=pack.identity,
             poll_interval=options.poll_interval,
             probe_interval=options.probe_interval,
-            download_wait_s=options.download_wait_s,
             downloads=download_rules(state.jobs, options, prepared=workflow is not None),
         )
         for config in servers

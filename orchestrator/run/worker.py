@@ -84,7 +84,6 @@ class ServerWorker:
         gate: IdentityGate,
         poll_interval: float = 5.0,
         probe_interval: float = 2.0,
-        download_wait_s: float = 60.0,
         downloads: DownloadRules | None = None,
     ) -> None:
         self.config = config
@@ -114,7 +113,6 @@ class ServerWorker:
             inbox=inbox,
             folder=folder,
             gate=gate,
-            download_wait_s=download_wait_s,
             rules=downloads,
         )
         self._up: bool | None = None
