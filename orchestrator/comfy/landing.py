@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import PackFolderError
-from ..folder.integrity import FULL_ERRNOS, disk_full
+from ..folder.disk import FULL_ERRNOS, disk_full
 
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC

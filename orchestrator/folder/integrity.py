@@ -7,9 +7,8 @@ prints), :func:`remove_stale_temps` (the temp files a killed run left: :func:`at
 (:func:`writable`, :func:`ensure_dir`, :func:`open_new`: nothing below the pack folder is
 written through a symbolic link; the folder itself may be one the user chose),
 :func:`atomic_write` (the one way charpack replaces a file it writes whole: manifest, contact
-sheet, published copies, ``charpack plan``'s summary) and :func:`disk_full`, which turns
-``ENOSPC``/``EDQUOT`` into :class:`~charpack.errors.DiskFull` naming the mount point and how
-much to free.
+sheet, published copies, ``charpack plan``'s summary). A full disk is named by
+:mod:`charpack.folder.disk`.
 """
 
 from __future__ import annotations
@@ -19,7 +18,6 @@ import fcntl
 import json
 import os
 import re
-import shutil
 import socket
 import stat
 import time
@@ -28,12 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from ..errors import DiskFull, PackFolderBusy, PackFolderError
+from ..errors import PackFolderBusy, PackFolderError
+from .disk import FULL_ERRNOS, disk_full, is_full, os_problem
 
 LOCK_NAME = ".charpack.lock"
-FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
-MB = 1_000_000
-HEADROOM = 16 * MB  # free this much beyond what the failed write needed
 
 # What a killed run can leave: a temp file of atomic_write (the manifest, a contact-sheet
 # page, a published copy: ``.<final name>.<pid>.tmp``, made by _temp_name below) and a
@@ -353,49 +349,3 @@ def _below(root: Path, path: Path) -> Path:
         return path.relative_to(root)
     except ValueError:
         raise PackFolderError(f"{path} is outside the pack folder {root}") from None
-
-
-# -- a full disk -------------------------------------------------------------------------------
-
-
-def is_full(exc: BaseException) -> bool:
-    """True for the OSError of a full disk or an exhausted quota."""
-    return isinstance(exc, OSError) and exc.errno in FULL_ERRNOS
-
-
-def mount_point(path: Path) -> Path:
-    """The mount point of the file system holding ``path`` (or its nearest existing parent)."""
-    path = Path(os.path.abspath(path))
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    dev = path.stat().st_dev
-    while path != path.parent and path.parent.stat().st_dev == dev:
-        path = path.parent
-    return path
-
-
-def disk_full(path: Path, needed: int, *, what: str = "") -> DiskFull:
-    """The :class:`DiskFull` for a write of ``needed`` bytes at ``path`` that found no room."""
-    try:
-        mount = mount_point(path)
-        free = shutil.disk_usage(mount).free
-    except OSError:
-        mount, free = Path(os.path.abspath(path)).parent, 0
-    short = max(0, needed - free) + HEADROOM
-    doing = f" while writing {what}" if what else ""
-    return DiskFull(
-        f"no space left on {mount} — free {-(-short // MB)} MB{doing} ({free / MB:.1f} MB free "
-        f"now), then run the same command again to resume: finished prompts are downloaded, "
-        "nothing is generated twice"
-    )
-
-
-def os_problem(exc: OSError, path: Path, doing: str) -> PackFolderError:
-    """A :class:`PackFolderError` (:class:`DiskFull` for a full disk) for an OSError while
-    ``doing`` something at ``path``."""
-    if exc.errno in FULL_ERRNOS:
-        return disk_full(path, 0)
-    return PackFolderError(
-        f"cannot {doing} at {path}: {exc.strerror or exc} — check the folder's permissions and "
-        "that its disk is mounted writable, or pass --out with another folder"
-    )

@@ -40,14 +40,8 @@ from typing import Any
 
 from ..comfy.auth import ServerConfig
 from ..errors import AuthError, CharpackError, DiskFull, ServerUnavailable
-from ..folder.integrity import (
-    HEADROOM,
-    MB,
-    PackLock,
-    mount_point,
-    refuse_links,
-    remove_stale_temps,
-)
+from ..folder.disk import HEADROOM, MB, mount_point
+from ..folder.integrity import PackLock, refuse_links, remove_stale_temps
 from ..folder.manifest import MANIFEST, Manifest
 from ..pack.jobs import Job
 from ..pack.packfile import Pack
