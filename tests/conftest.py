@@ -27,7 +27,7 @@ from tests.comfy.server import ComfyServer, start_server
 INSIDE_NODES_TIER = os.environ.get("CHARPACK_NODES_TIER") == "1"
 collect_ignore = [] if INSIDE_NODES_TIER else ["nodes"]
 
-SERVER_FIXTURES = {"comfy_server", "comfy_server_factory"}
+SERVER_FIXTURES = {"comfy_server", "comfy_server_factory", "editor_server"}
 _SERVERS = pytest.StashKey[list[ComfyServer]]()
 
 
@@ -47,9 +47,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report = yield
     if report.failed:
         servers = list(item.stash.get(_SERVERS, []))
-        shared = getattr(item, "funcargs", {}).get("comfy_server")
-        if isinstance(shared, ComfyServer):
-            servers.insert(0, shared)
+        for name in ("comfy_server", "editor_server"):
+            shared = getattr(item, "funcargs", {}).get(name)
+            if isinstance(shared, ComfyServer):
+                servers.insert(0, shared)
         for server in servers:
             report.sections.append(
                 (f"ComfyUI log {server.log_path} (last lines)", server.log_tail())

@@ -13,6 +13,7 @@ import signal
 import tempfile
 from pathlib import Path
 
+from tests.comfy.frontend import ensure_frontend
 from tests.comfy.server import start_server
 
 
@@ -34,15 +35,21 @@ def main() -> None:
         "--step-seconds", type=float, default=0.0,
         help="seconds each stand-in sampler step takes (default 0: as fast as possible)",
     )  # fmt: skip
+    parser.add_argument(
+        "--editor", action="store_true",
+        help="serve the real graph editor (frontend 1.32.9, installed into the cache on first use)",
+    )  # fmt: skip
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     base = args.base_dir or Path(tempfile.mkdtemp(prefix="charpack-comfy-"))
     base.mkdir(parents=True, exist_ok=True)
     extra = ("--cache-none",) if args.cache_none else ()
+    frontend = ensure_frontend() if args.editor else None
     server = start_server(
-        base, port=args.port, extra_args=extra, standin_step_seconds=args.step_seconds
-    )
+        base, port=args.port, extra_args=extra, standin_step_seconds=args.step_seconds,
+        frontend=frontend,
+    )  # fmt: skip
     print(f"ComfyUI 0.3.75 (CPU, stand-ins) at {server.url}", flush=True)
     print(f"base directory {base}; log {server.log_path}; Ctrl-C stops it", flush=True)
     # `kill` (SIGTERM) stops the server too, as Ctrl-C does, instead of orphaning ComfyUI.

@@ -23,6 +23,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.comfy.frontend import Frontend
 from tests.comfy.install import REPO, STUBS, ComfyEnv, TestWorldError, ensure_comfy_env
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,8 @@ class ComfyServer:
     port: int
     extra_args: tuple[str, ...] = ()
     standin_step_seconds: float = 0.0
+    # The real graph editor (tests/comfy/frontend.py), or None for the empty front-end root.
+    frontend: Frontend | None = None
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -99,11 +102,12 @@ class ComfyServer:
         return self.base_dir / "server.log"
 
     def command(self) -> list[str]:
+        web = self.frontend.static if self.frontend else self.env.front_end_root
         return [
             str(self.env.python), str(self.env.comfy_dir / "main.py"),
             "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
             "--base-directory", str(self.base_dir),
-            "--front-end-root", str(self.env.front_end_root),
+            "--front-end-root", str(web),
             "--disable-api-nodes", "--database-url", "sqlite:///:memory:", "--log-stdout",
             *self.extra_args,
         ]  # fmt: skip
@@ -115,7 +119,11 @@ class ComfyServer:
             if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")
         }
         env.update(
-            PYTHONPATH=str(STUBS),  # the torchvision stub, for the server only
+            # The torchvision stub, for the server only; with the real editor also the frontend's
+            # folder, from which ComfyUI imports the workflow templates and embedded docs.
+            PYTHONPATH=os.pathsep.join(
+                [str(STUBS)] + ([str(self.frontend.packages)] if self.frontend else [])
+            ),
             PYTHONUNBUFFERED="1",
             HF_HUB_OFFLINE="1",
             TRANSFORMERS_OFFLINE="1",
@@ -222,6 +230,7 @@ def start_server(
     with_models: bool = True,
     standin_step_seconds: float = 0.0,
     env: ComfyEnv | None = None,
+    frontend: Frontend | None = None,
 ) -> ComfyServer:
     """Build (or reuse) the environment, lay out ``base_dir`` and start a ready server.
 
@@ -233,7 +242,7 @@ def start_server(
     for attempt in range(1, PORT_ATTEMPTS + 1):
         server = ComfyServer(
             env=env, base_dir=base_dir, port=port or free_port(), extra_args=tuple(extra_args),
-            standin_step_seconds=standin_step_seconds,
+            standin_step_seconds=standin_step_seconds, frontend=frontend,
         )  # fmt: skip
         try:
             return server.start()

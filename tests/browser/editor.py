@@ -1,0 +1,207 @@
+"""Drive the real ComfyUI graph editor (frontend 1.32.9) in a headless Chromium page.
+
+``Editor`` wraps one Playwright page open on a test server that serves the real frontend. Every
+call goes through the frontend's own objects, as ``reference/graph-editor.md`` §5 lists them:
+``app.loadApiJson`` / ``app.loadGraphData`` / ``app.handleFile`` to load, ``app.graphToPrompt``
+to export, the ``Comfy.QueuePrompt`` command or the Run button to queue, ``LiteGraph.createNode``
+to build, and ``app.api`` events to wait — never a sleep. Server events are recorded in the page
+from the moment it loads (``window.__charpack.events``), so a test waits for *its* prompt's
+``execution_success`` and can inspect what the editor saw at each step.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from playwright.sync_api import ConsoleMessage, Page, Response
+
+LOAD_TIMEOUT_MS = 90_000
+RUN_TIMEOUT_MS = 300_000
+
+# What the frontend logs with no custom nodes at all (graph-editor.md §7): not a node pack's error.
+KNOWN_NOISE = (
+    "/api/userdata",
+    "/user.css",
+    "Cannot read properties of undefined (reading 'id')",
+    "api.comfy.org",
+    "Content Security Policy",
+    "templates/",
+    "Error loading core workflow templates",
+    "Failed to load resource: the server responded with a status of 404",
+)
+
+_RECORDER = """() => {
+  if (window.__charpack) return;
+  const state = { events: [], executedAt: {} };
+  window.__charpack = state;
+  const kinds = ['status', 'executing', 'progress', 'executed', 'execution_start',
+    'execution_success', 'execution_error', 'execution_cached', 'execution_interrupted'];
+  for (const kind of kinds) {
+    app.api.addEventListener(kind, (e) => {
+      state.events.push({ type: kind, detail: e.detail === undefined ? null : e.detail,
+                          at: performance.now() });
+    });
+  }
+}"""
+
+
+@dataclass
+class Editor:
+    """One page of the real editor; ``url`` is the test server's."""
+
+    page: Page
+    url: str
+    console: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+    def open(self) -> Editor:
+        self.page.on("console", self._on_console)
+        self.page.on("pageerror", lambda error: self.console.append(f"pageerror: {error}"))
+        self.page.on("response", self._on_response)
+        self.page.goto(self.url + "/", wait_until="domcontentloaded")
+        self.page.wait_for_function(
+            "window.app && window.app.graph && window.LiteGraph && window.app.canvas "
+            "&& window.app.api",
+            timeout=LOAD_TIMEOUT_MS,
+        )
+        self.page.evaluate(_RECORDER)
+        return self
+
+    def _on_console(self, message: ConsoleMessage) -> None:
+        if message.type in ("error", "warning"):
+            self.console.append(f"{message.type}: {message.text}")
+
+    def _on_response(self, response: Response) -> None:
+        if response.status >= 400:
+            self.failures.append(f"{response.status} {response.url}")
+
+    def errors(self) -> list[str]:
+        """Console errors and failed responses that are not the frontend's own noise."""
+        lines = [line for line in self.console if line.startswith(("error", "pageerror"))]
+        lines += self.failures
+        return [line for line in lines if not any(noise in line for noise in KNOWN_NOISE)]
+
+    # -- the frontend's calls ---------------------------------------------------------------
+
+    def js(self, script: str, arg: Any = None) -> Any:
+        return self.page.evaluate(script, arg)
+
+    def version(self) -> str:
+        return str(self.js("() => window.__COMFYUI_FRONTEND_VERSION__"))
+
+    def clear(self) -> None:
+        self.js("() => { app.graph.clear(); app.canvas.setDirty(true, true); }")
+
+    def load_api(self, graph: dict[str, Any], name: str = "workflow.json") -> None:
+        self.js("async ([g, n]) => { await app.loadApiJson(g, n); }", [graph, name])
+
+    def load_ui(self, workflow: dict[str, Any]) -> None:
+        self.js("async (w) => { await app.loadGraphData(w); }", workflow)
+
+    def load_file(self, path: Path, mime: str) -> None:
+        """Hand a file to the editor as a drop or file-open does (``app.handleFile``)."""
+        data = list(path.read_bytes())
+        self.js(
+            """async ([bytes, name, mime]) => {
+                const file = new File([new Uint8Array(bytes)], name, {type: mime});
+                await app.handleFile(file);
+            }""",
+            [data, path.name, mime],
+        )
+
+    def drop_file(self, path: Path, mime: str) -> None:
+        """Drop a file onto the canvas with a real drag-and-drop event sequence."""
+        data = list(path.read_bytes())
+        self.js(
+            """async ([bytes, name, mime]) => {
+                const file = new File([new Uint8Array(bytes)], name, {type: mime});
+                const dt = new DataTransfer();
+                dt.items.add(file);
+                const canvas = document.querySelector('#graph-canvas');
+                for (const type of ['dragenter', 'dragover', 'drop']) {
+                  canvas.dispatchEvent(new DragEvent(type, {dataTransfer: dt, bubbles: true,
+                                                            cancelable: true}));
+                }
+            }""",
+            [data, path.name, mime],
+        )
+
+    def to_prompt(self) -> dict[str, Any]:
+        """``app.graphToPrompt()``: ``{"output": API graph, "workflow": UI graph}``."""
+        return dict(self.js("async () => JSON.parse(JSON.stringify(await app.graphToPrompt()))"))
+
+    def serialize(self) -> dict[str, Any]:
+        return dict(self.js("() => JSON.parse(JSON.stringify(app.graph.serialize()))"))
+
+    def node_ids(self) -> list[str]:
+        return [str(i) for i in self.js("() => app.graph._nodes.map(n => n.id)")]
+
+    def event_count(self) -> int:
+        return int(self.js("() => window.__charpack.events.length"))
+
+    def events(self, since: int = 0) -> list[dict[str, Any]]:
+        return list(self.js("(i) => window.__charpack.events.slice(i)", since))
+
+    def queue(self, *, button: bool = False) -> dict[str, Any]:
+        """Queue the graph as a user does and wait for the prompt to finish.
+
+        Returns ``{"prompt_id", "events"}`` with every server event of that prompt, in order.
+        A prompt the server refused or that failed raises with what the editor was told.
+        """
+        start = self.event_count()
+        if button:
+            self.page.get_by_role("button", name="Run", exact=True).first.click()
+        else:
+            self.js("() => app.extensionManager.command.execute('Comfy.QueuePrompt')")
+        handle = self.page.wait_for_function(
+            """(start) => {
+                const seen = window.__charpack.events.slice(start);
+                const end = seen.find(e => ['execution_success', 'execution_error',
+                  'execution_interrupted'].includes(e.type));
+                if (end) return end.detail.prompt_id;
+                const refused = document.querySelector('.p-dialog .comfy-error-report, '
+                  + '.p-dialog [data-testid="error-dialog"]');
+                return refused ? 'refused' : null;
+            }""",
+            arg=start,
+            timeout=RUN_TIMEOUT_MS,
+        )
+        prompt_id = handle.json_value()
+        events = [
+            e
+            for e in self.events(start)
+            if isinstance(e.get("detail"), dict) and e["detail"].get("prompt_id") == prompt_id
+        ]
+        failed = [e for e in events if e["type"] in ("execution_error", "execution_interrupted")]
+        if prompt_id == "refused" or failed:
+            raise AssertionError(
+                f"the queued prompt did not finish: {json.dumps(failed or prompt_id)[:2000]}; "
+                f"console: {self.errors()[:5]}"
+            )
+        return {"prompt_id": prompt_id, "events": events}
+
+    def screenshot(self, path: Path, *, node_ids: list[str] | None = None) -> Path:
+        """A picture of the canvas (framed on ``node_ids`` when given), for artefacts and docs."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if node_ids:
+            self.js(
+                """(ids) => {
+                  const nodes = ids.map(i => app.graph.getNodeById(i)).filter(Boolean);
+                  const xs = nodes.flatMap(n => [n.pos[0], n.pos[0] + n.size[0]]);
+                  const ys = nodes.flatMap(n => [n.pos[1] - 40, n.pos[1] + n.size[1]]);
+                  const [x0, x1, y0, y1] = [Math.min(...xs), Math.max(...xs),
+                                            Math.min(...ys), Math.max(...ys)];
+                  const ds = app.canvas.ds;
+                  const w = app.canvas.canvas.width, h = app.canvas.canvas.height;
+                  ds.scale = Math.min(1.2, 0.9 * Math.min(w / (x1 - x0), h / (y1 - y0)));
+                  ds.offset = [w / ds.scale / 2 - (x0 + x1) / 2, h / ds.scale / 2 - (y0 + y1) / 2];
+                  app.canvas.setDirty(true, true);
+                }""",
+                node_ids,
+            )
+        self.js("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+        self.page.screenshot(path=str(path))
+        return path
