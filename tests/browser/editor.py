@@ -35,8 +35,22 @@ KNOWN_NOISE = (
 
 _RECORDER = """() => {
   if (window.__charpack) return;
-  const state = { events: [], executedAt: {} };
+  const state = { events: [], probes: [] };
   window.__charpack = state;
+  // What the editor can fetch of each reported image at the instant the node reports it done.
+  app.api.addEventListener('executed', async (e) => {
+    const d = e.detail || {};
+    for (const img of ((d.output || {}).images || [])) {
+      const q = new URLSearchParams({filename: img.filename, subfolder: img.subfolder || '',
+                                     type: img.type || 'output'});
+      const r = await fetch('/api/view?' + q, {cache: 'no-store'});
+      const b = new Uint8Array(await r.arrayBuffer());
+      const tail = Array.from(b.slice(-8)).join(',');
+      state.probes.push({node: String(d.display_node || d.node), prompt_id: d.prompt_id,
+        filename: img.filename, subfolder: img.subfolder || '', type: img.type,
+        status: r.status, bytes: b.length, complete: tail === '73,69,78,68,174,66,96,130'});
+    }
+  });
   const kinds = ['status', 'executing', 'progress', 'executed', 'execution_start',
     'execution_success', 'execution_error', 'execution_cached', 'execution_interrupted'];
   for (const kind of kinds) {
@@ -141,6 +155,29 @@ class Editor:
 
     def event_count(self) -> int:
         return int(self.js("() => window.__charpack.events.length"))
+
+    def probes(self, prompt_id: str) -> list[dict[str, Any]]:
+        """Each image a node reported for ``prompt_id``, fetched the instant it was reported:
+        ``status``, ``bytes`` and ``complete`` (the PNG ends with its IEND chunk)."""
+        self.page.wait_for_function(
+            "(p) => window.__charpack.probes.some(x => x.prompt_id === p)", arg=prompt_id
+        )
+        return [p for p in self.js("() => window.__charpack.probes") if p["prompt_id"] == prompt_id]
+
+    def shown_images(self, node_id: str) -> list[dict[str, Any]]:
+        """The pictures a node shows once they have loaded (or failed to): URL and size."""
+        self.page.wait_for_function(
+            """(id) => { const n = app.graph.getNodeById(id);
+                 return n && n.imgs && n.imgs.length && n.imgs.every(i => i.complete); }""",
+            arg=node_id,
+        )
+        return list(
+            self.js(
+                """(id) => app.graph.getNodeById(id).imgs.map(i => ({
+                     src: i.src, width: i.naturalWidth, height: i.naturalHeight}))""",
+                node_id,
+            )
+        )
 
     def events(self, since: int = 0) -> list[dict[str, Any]]:
         return list(self.js("(i) => window.__charpack.events.slice(i)", since))
