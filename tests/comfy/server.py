@@ -28,7 +28,11 @@ from tests.comfy.install import REPO, STUBS, ComfyEnv, TestWorldError, ensure_co
 
 log = logging.getLogger(__name__)
 
-NODE_PACK = REPO / "custom_nodes" / "charpack_nodes"
+# CHARPACK_TEST_NODE_PACK serves another checkout's node pack (e.g. to see a test fail on the
+# code before a fix); the tests themselves always come from this checkout.
+NODE_PACK = Path(
+    os.environ.get("CHARPACK_TEST_NODE_PACK") or REPO / "custom_nodes" / "charpack_nodes"
+)
 STANDIN_PACK = REPO / "tests" / "comfy" / "standins"
 STANDIN_FOLDER = "charpack_standins"
 READY_TIMEOUT_S = 90.0
