@@ -220,6 +220,37 @@ class Editor:
             )
         return {"prompt_id": prompt_id, "events": events}
 
+    def queue_batch(self, count: int) -> list[dict[str, Any]]:
+        """Queue the graph ``count`` times as Run with a batch count does (``app.queuePrompt``),
+        and wait for all of them; one ``{"prompt_id", "events"}`` each, in queue order."""
+        start = self.event_count()
+        self.js("(n) => app.queuePrompt(0, n)", count)
+        self.page.wait_for_function(
+            """([start, n]) => window.__charpack.events.slice(start).filter(e =>
+                 ['execution_success', 'execution_error', 'execution_interrupted']
+                 .includes(e.type)).length >= n""",
+            arg=[start, count],
+            timeout=RUN_TIMEOUT_MS * count,
+        )
+        seen = self.events(start)
+        order = []
+        for event in seen:
+            prompt_id = (event.get("detail") or {}).get("prompt_id")
+            if event["type"] == "execution_start" and prompt_id not in order:
+                order.append(prompt_id)
+        runs = []
+        for prompt_id in order:
+            events = [e for e in seen if (e.get("detail") or {}).get("prompt_id") == prompt_id]
+            if any(
+                e["type"] != "execution_success"
+                for e in events
+                if "execution_" in e["type"]
+                and e["type"] not in ("execution_start", "execution_cached")
+            ):
+                raise AssertionError(f"prompt {prompt_id} did not succeed: {events[-1]}")
+            runs.append({"prompt_id": prompt_id, "events": events})
+        return runs
+
     def screenshot(self, path: Path, *, node_ids: list[str] | None = None) -> Path:
         """A picture of the canvas (framed on ``node_ids`` when given), for artefacts and docs."""
         path.parent.mkdir(parents=True, exist_ok=True)
