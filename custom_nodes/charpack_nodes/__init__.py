@@ -18,9 +18,13 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-__all__ = ["__version__", "checkout_commit", "comfy_entrypoint", "version_info"]
+__all__ = ["WEB_DIRECTORY", "__version__", "checkout_commit", "comfy_entrypoint", "version_info"]
 
 __version__ = "0.1.0"
+
+# The graph editor's side of the nodes (served at /extensions/charpack_nodes/): an upload button
+# for every face image input, and the identity score and gate results shown on their nodes.
+WEB_DIRECTORY = "./web"
 
 
 def checkout_commit(root: Path) -> str | None:

@@ -3,14 +3,21 @@
 The value is a ``pipelines.CharacterSpec`` (checkpoint, LoRA and strength, trigger word, face
 references, attributes, prompt prefix/suffix, negatives), the same type the orchestrator builds
 from a pack file, so a graph-editor user and a pack file describe a character the same way.
-File choices come from ComfyUI's model and input folders like the core loaders'; the face image
-is an upload combo. Names are checked when the prompt is queued, before any GPU time is spent.
+File choices come from ComfyUI's model and input folders like the core loaders'; both face
+images are upload combos (the second one's button comes from ``web/uploads.js``: the frontend
+gives a node one, for its first required upload combo). Names are checked when the prompt is
+queued, before any GPU time is spent, and each wrong name is reported once, under its own input:
+ComfyUI 0.3.75 files a ``validate_inputs`` failure under every input that method takes
+(execution.py, ``validate_inputs``: one ``custom_validation_failed`` per argument), so the
+method takes ``face_image`` alone, and the other file combos are :class:`ListedCombo` inputs,
+which ComfyUI checks itself (``value_not_in_list``) as it checks the core loaders'.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+from typing import Any
 
 import folder_paths
 from comfy_api.latest import io
@@ -26,6 +33,18 @@ _LORA = _C.lora or LoraSpec()  # the widgets show the preset LoRA's strength
 _LORA_RANGE = bounds(LoraSpec, "strength_model")  # model and clip share one widget
 
 
+class ListedCombo(io.Combo.Input):
+    """A combo whose type is its list of choices, as a V1 loader declares its file combo.
+
+    ComfyUI 0.3.75 checks a value against a combo's choices only when the type is that list
+    (execution.py ``validate_inputs``: ``isinstance(input_type, list)``); a V3 combo's type is
+    the string ``"COMBO"`` and is never checked. The frontend reads both forms as a dropdown.
+    """
+
+    def get_io_type(self) -> Any:
+        return list(self.options)
+
+
 def _input_images() -> list[str]:
     folder = folder_paths.get_input_directory()
     files = [f for f in os.listdir(folder) if os.path.isfile(os.path.join(folder, f))]
@@ -37,11 +56,12 @@ def _with_default(options: list[str], default: str) -> str | None:
     return default if default in options else None
 
 
-def _missing_file(kind: str, folder: str, name: str, available: list[str]) -> str:
+def _missing_face(name: str) -> str:
+    available = _input_images()
     shown = ", ".join(available[:10]) + (" …" if len(available) > 10 else "")
     return (
-        f"{NODE}: {kind} {name!r} is not in {folder} (available: {shown or 'none'}); put "
-        "the file there or pick one of those"
+        f"{NODE}: face image {name!r} is not in ComfyUI's input folder (available: "
+        f"{shown or 'none'}); upload it with the node's button or pick one of those"
     )
 
 
@@ -61,14 +81,14 @@ class CharpackCharacter(io.ComfyNode):
             "reference(s), attributes, prompt prefix/suffix and negatives into one CHARACTER "
             "value for the charpack pipeline nodes.",
             inputs=[
-                io.Combo.Input(
+                ListedCombo(
                     "ckpt_name",
                     options=checkpoints,
                     default=_with_default(checkpoints, _C.checkpoint),
                     tooltip="SDXL checkpoint (BigLove XL is the preset: realistic "
                     "skin; FLUX gave plastic skin).",
                 ),
-                io.Combo.Input(
+                ListedCombo(
                     "lora_name",
                     options=loras,
                     default=_with_default(loras, _LORA.name) or specs.NONE_CHOICE,
@@ -96,7 +116,7 @@ class CharpackCharacter(io.ComfyNode):
                     tooltip="Face reference photo in ComfyUI's input folder: clear, "
                     "well lit, roughly front-facing.",
                 ),
-                io.Combo.Input(
+                ListedCombo(
                     "face_image_2",
                     options=[specs.NONE_CHOICE, *images],
                     default=specs.NONE_CHOICE,
@@ -139,26 +159,11 @@ class CharpackCharacter(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(
-        cls,
-        ckpt_name: str | None = None,
-        lora_name: str | None = None,
-        face_image: str | None = None,
-        face_image_2: str | None = None,
-    ) -> bool | str:
-        # Files only: ComfyUI does not check V3 combos itself (0.3.75), and a wrong name is
-        # better reported now than after the GPU has worked.
-        checkpoints = folder_paths.get_filename_list(catalog.FOLDER_CHECKPOINTS)
-        if ckpt_name is not None and ckpt_name not in checkpoints:
-            return _missing_file("checkpoint", "models/checkpoints", ckpt_name, checkpoints)
-        loras = folder_paths.get_filename_list(catalog.FOLDER_LORAS)
-        if lora_name not in (None, specs.NONE_CHOICE) and lora_name not in loras:
-            return _missing_file("LoRA", "models/loras", lora_name, loras)
-        for image in (face_image, face_image_2):
-            if image in (None, specs.NONE_CHOICE):
-                continue
-            if not folder_paths.exists_annotated_filepath(image):
-                return _missing_file("face image", "ComfyUI's input folder", image, _input_images())
+    def validate_inputs(cls, face_image: str | None = None) -> bool | str:
+        # face_image alone: ComfyUI files a failure here under every argument this method takes.
+        # Annotated ("x.png [input]") and subfolder names count, as for the core LoadImage.
+        if face_image is not None and not folder_paths.exists_annotated_filepath(face_image):
+            return _missing_face(face_image)
         return True
 
     @classmethod
