@@ -4,7 +4,12 @@ The score is the ArcFace cosine similarity (InsightFace on ONNX Runtime, ``ops/i
 between the mean embedding of the reference face(s) and the largest face of each image: about
 1.0 for the same photo, typically well above 0.5 for the same person, near 0 for strangers. The
 node returns the lowest score of the batch as a FLOAT and lists every score in its UI output, so
-a client reads them from ``/history`` (``{"scores": [...], "faces": [...], "warnings": [...]}``).
+a client reads them from ``/history`` (``{"scores": [...], "faces": [...], "warnings": [...]}``),
+and ``text``: the lines ``web/identity.js`` shows on the node in the graph editor.
+
+The reference: the ``character`` input (the Character node's face files, read here, so an
+editor graph needs no second LoadImage of the same face), the ``reference`` images, or both
+(all averaged); at least one of them must be connected.
 
 A reference without a face stops the prompt (nothing sensible can be scored). A generated image
 without a face is its own result, not a score: ``null`` in ``scores``, ``false`` in ``faces``
@@ -17,13 +22,16 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import Any
 
 import folder_paths
+import numpy as np
 from comfy_api.latest import io
 
 from .ops import identity
 from .ops.images import rgb_uint8
-from .pipelines import IdentitySpec, catalog, params
+from .pipelines import CharacterSpec, IdentitySpec, catalog, params
+from .widgets import Character
 
 log = logging.getLogger("charpack_nodes.identity")
 
@@ -36,6 +44,25 @@ def insightface_root() -> str:
     return os.path.join(folder_paths.models_dir, catalog.FOLDER_INSIGHTFACE)
 
 
+def reference_pictures(reference: Any, character: CharacterSpec | None) -> list[np.ndarray]:
+    """The reference faces: the ``reference`` images, then the character's face files."""
+    pictures = [] if reference is None else [rgb_uint8(image) for image in reference]
+    for name in () if character is None else character.face_images:
+        path = folder_paths.get_annotated_filepath(name)
+        pictures.append(identity.read_picture(path, name=name))
+    return pictures
+
+
+def score_text(values: list[float | None], warnings: list[str]) -> list[str]:
+    """What the node shows in the editor: the batch's lowest score, then each warning."""
+    shown = ["no face" if v is None else f"{v:.3f}" for v in values]
+    lowest = min(0.0 if v is None else v for v in values)
+    line = f"score {lowest:.3f} (lowest of {len(values)})"
+    if len(values) > 1:
+        line += ": " + ", ".join(shown)
+    return [line, *warnings]
+
+
 class CharpackIdentityScore(io.ComfyNode):
     """Facade over ``ops.identity.score_images``."""
 
@@ -45,15 +72,23 @@ class CharpackIdentityScore(io.ComfyNode):
             node_id=NODE,
             display_name="Identity score (charpack)",
             category="charpack/identity",
-            description="ArcFace cosine similarity between the reference face and each "
-            "image's largest face (InsightFace on ONNX Runtime); the lowest score of the batch "
-            "is the output, every score is in the node's UI output.",
+            description="ArcFace cosine similarity between the reference face (the "
+            "character's face files or reference images) and each image's largest face "
+            "(InsightFace on ONNX Runtime); the lowest score of the batch is the output and "
+            "is shown on the node, every score is in the node's UI output.",
             inputs=[
                 io.Image.Input("images", tooltip="Images to score (passed through unchanged)."),
                 io.Image.Input(
                     "reference",
-                    tooltip="The character's face reference(s); several "
-                    "are averaged into one identity.",
+                    optional=True,
+                    tooltip="Face reference image(s); several are averaged into one "
+                    "identity. Connect this or 'character' (or both: all are averaged).",
+                ),
+                Character.Input(
+                    "character",
+                    optional=True,
+                    tooltip="The Character node: its face image(s) are the reference, no "
+                    "second LoadImage needed. Connect this or 'reference'.",
                 ),
                 io.Combo.Input(
                     "model_pack",
@@ -83,16 +118,28 @@ class CharpackIdentityScore(io.ComfyNode):
 
     @classmethod
     def execute(
-        cls, images: object, reference: object, model_pack: str, provider: str
+        cls,
+        images: Any,
+        model_pack: str,
+        provider: str,
+        reference: Any = None,
+        character: CharacterSpec | None = None,
     ) -> io.NodeOutput:
+        if reference is None and character is None:
+            raise ValueError(
+                f"{NODE}: no reference face: connect input 'character' (a Character node) or "
+                "input 'reference' (face images, e.g. from LoadImage)"
+            )
+        connected = (("reference", reference), ("character", character))
+        source = " and ".join(f"'{name}'" for name, value in connected if value is not None)
         try:
             scores = identity.score_images(
                 root=insightface_root(), pack=model_pack, provider=provider,
-                references=[rgb_uint8(image) for image in reference],  # type: ignore[attr-defined]
-                images=[rgb_uint8(image) for image in images],  # type: ignore[attr-defined]
+                references=reference_pictures(reference, character),
+                images=[rgb_uint8(image) for image in images],
             )  # fmt: skip
-        except identity.NoReferenceFace as error:
-            raise ValueError(f"{NODE}: {error} (input 'reference')") from None
+        except (identity.NoReferenceFace, identity.ReferenceFileMissing) as error:
+            raise ValueError(f"{NODE}: {error} (input {source})") from None
         except identity.IdentityError as error:
             raise ValueError(f"{NODE}: {error}") from None
         warnings = []
@@ -110,6 +157,7 @@ class CharpackIdentityScore(io.ComfyNode):
             "faces": [s is not None for s in scores],
             "warnings": warnings,
             "model_pack": [model_pack],
+            "text": score_text(values, warnings),
         }
         lowest = min(0.0 if s is None else s for s in values)
         return io.NodeOutput(images, lowest, ui=ui)

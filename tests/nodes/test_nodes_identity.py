@@ -151,3 +151,77 @@ def test_cuda_on_a_cpu_only_onnx_runtime_falls_back_with_a_warning(
         on_cuda = score(images, reference, provider="CUDA")
     assert "no CUDA provider" in caplog.text
     assert on_cuda.ui["scores"] == score(images, reference).ui["scores"]
+
+
+def character_with(comfy_dirs: ComfyDirs, *names: str) -> object:
+    from charpack_nodes.ops import specs
+
+    return specs.character_spec(
+        ckpt_name="bigLoveXL.safetensors", lora_name="None", lora_strength=0.7, trigger="",
+        face_image=names[0], face_image_2=names[1] if len(names) > 1 else None,
+    )  # fmt: skip
+
+
+def score_with(images: object, **references: object) -> object:
+    return call_node(
+        CharpackIdentityScore, unique_id="9", images=images, model_pack="buffalo_l",
+        provider="CPU", **references,
+    )  # fmt: skip
+
+
+def test_the_characters_face_files_are_the_reference_without_a_loader(
+    comfy_dirs: ComfyDirs,
+) -> None:
+    front, side = face_picture(), face_picture(faces.AVA.turned(0.35))
+    front.save(comfy_dirs.input / "front.png")
+    side.save(comfy_dirs.input / "side.png")
+    images = to_tensor(face_picture(faces.AVA.turned(-0.2)), face_picture(stranger(3)))
+    by_character = score_with(images, character=character_with(comfy_dirs, "front.png", "side.png"))
+    by_reference = score_with(images, reference=to_tensor(front, side))
+    assert by_character.ui["scores"] == pytest.approx(by_reference.ui["scores"], abs=1e-5)
+    assert by_character.args[0] is images
+    both = score_with(
+        images, reference=to_tensor(side), character=character_with(comfy_dirs, "front.png")
+    )
+    assert both.ui["scores"] == pytest.approx(by_reference.ui["scores"], abs=1e-5), "all averaged"
+
+
+def test_the_score_is_written_for_the_node_to_show(comfy_dirs: ComfyDirs) -> None:
+    images = to_tensor(face_picture(), faces.landscape((256, 256)))
+    out = score_with(images, reference=to_tensor(face_picture()))
+    first = out.ui["scores"][0]
+    assert out.ui["text"] == [
+        f"score 0.000 (lowest of 2): {first:.3f}, no face",
+        "no face found in image 2 of 2; no score, so an identity gate retries it with another seed",
+    ]
+    single = score_with(to_tensor(face_picture()), reference=to_tensor(face_picture()))
+    assert single.ui["text"] == [f"score {single.ui['scores'][0]:.3f} (lowest of 1)"]
+
+
+def test_without_character_or_reference_the_error_names_both_inputs(
+    comfy_dirs: ComfyDirs,
+) -> None:
+    with pytest.raises(ValueError) as caught:
+        score_with(to_tensor(face_picture()))
+    assert str(caught.value) == (
+        "CharpackIdentityScore: no reference face: connect input 'character' (a Character "
+        "node) or input 'reference' (face images, e.g. from LoadImage)"
+    )
+
+
+def test_a_characters_face_file_gone_since_queueing_names_the_file_and_the_input(
+    comfy_dirs: ComfyDirs,
+) -> None:
+    with pytest.raises(ValueError) as caught:
+        score_with(to_tensor(face_picture()), character=character_with(comfy_dirs, "gone.png"))
+    message = str(caught.value)
+    assert message.startswith("CharpackIdentityScore: face image 'gone.png' is not in ComfyUI's")
+    assert message.endswith("(input 'character')")
+
+
+def test_a_characters_face_file_without_a_face_names_the_character_input(
+    comfy_dirs: ComfyDirs,
+) -> None:
+    faces.landscape((200, 240)).save(comfy_dirs.input / "hills.png")
+    with pytest.raises(ValueError, match=r"no face found in reference image 1 of 1 .*'character'"):
+        score_with(to_tensor(face_picture()), character=character_with(comfy_dirs, "hills.png"))

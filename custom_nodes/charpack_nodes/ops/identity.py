@@ -47,6 +47,30 @@ class NoReferenceFace(IdentityError):
     """A reference image has no detectable face."""
 
 
+class ReferenceFileMissing(IdentityError):
+    """A face reference file (a Character's face image) cannot be read."""
+
+
+def read_picture(path: str, *, name: str) -> np.ndarray:
+    """The RGB uint8 pixels of the picture file at ``path`` (``name`` is what the user chose),
+    upright as core ``LoadImage`` shows it (EXIF orientation applied)."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    if not os.path.isfile(path):
+        raise ReferenceFileMissing(
+            f"face image {name!r} is not in ComfyUI's input folder; upload it again or pick "
+            "another one on the Character node"
+        )
+    try:
+        with Image.open(path) as picture:
+            upright = ImageOps.exif_transpose(picture)
+            return np.ascontiguousarray(np.asarray(upright.convert("RGB"), dtype=np.uint8))
+    except (OSError, UnidentifiedImageError) as exc:
+        raise ReferenceFileMissing(
+            f"face image {name!r} cannot be read as a picture ({exc}); save it again as PNG or JPEG"
+        ) from None
+
+
 def check_pack(*, root: str, pack: str) -> str:
     """The pack's folder ``<root>/models/<pack>``, after checking every file it needs."""
     if pack not in PACK_FILES:
