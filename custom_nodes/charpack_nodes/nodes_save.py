@@ -6,13 +6,24 @@ parameters, the prompt id, sha256 and size of the PNG), written after the PNG. T
 every name means no prompt ever overwrites, or is served in place of, another prompt's file
 (an earlier run of a changed pack, the same graph queued twice); the node is never taken from
 ComfyUI's cache, so a resubmitted identical prompt writes its own files too. The prompt id is
-ComfyUI's (the executing context; a UUID chosen by the orchestrator, or by the server).
+ComfyUI's (the executing context; a UUID chosen by the orchestrator, or by the server). With
+``overwrite`` on, the names are exactly ``<name>.png`` / ``<name>.json`` (``<name>_00`` … for a
+batch), each replacing an earlier file by an atomic rename.
 PNG text chunks: ``parameters`` (A1111 style, what image hosts read), ``prompt`` and ``workflow``
-as ComfyUI writes them (left out under ``--disable-metadata``), ``seed`` and ``score``. Names are
-checked by ``ops/paths.py`` (nothing can be written outside the output folder); encoding and
-writing happen on the background writer of ``ops/saving.py``, so the node returns in about a
-millisecond while the image is still being written. The UI output lists both files
-(``images`` and ``sidecars``) so a client finds them in ``/history``.
+as ComfyUI writes them (left out under ``--disable-metadata``), ``seed`` and ``score``. ``seed``
+and ``parameters`` are socket-only inputs (a pipeline node's outputs, or the orchestrator's
+literal values): the editor shows no seed widget of its own to randomise. Unconnected, the
+sidecar records ``seed: null`` and the PNG has no ``parameters`` or ``seed`` chunk.
+Names are checked by ``ops/paths.py`` (nothing can be written outside the output folder).
+On the execution thread the node only converts each image to 8 bit and writes its editor
+preview (``ops/preview.py``: long side <= 1024 px, atomically, into ComfyUI's temp folder);
+encoding and writing the full image happen on the background writer of ``ops/saving.py``.
+Measured for one 3328x4864 CPU image on the 2-core CI machine: the node returns in about
+110 ms (100-150 ms; 60-100 ms of it the 8-bit conversion the writer did before, 55 ms the
+preview), against 2-4 s for a full encode on the execution thread (``bench/SAVE.md``). UI
+output: ``images`` the previews (type ``temp``: complete when the editor hears of them),
+``pack_images`` the full-size files and ``sidecars`` their sidecars (type ``output``; a client
+reading ``/history`` waits out the writer's renames, see ``ops/saving.py``).
 """
 
 from __future__ import annotations
@@ -31,7 +42,8 @@ from comfy.cli_args import args
 from comfy_api.latest import io
 from comfy_execution.utils import get_executing_context
 
-from .ops import paths, saving, specs
+from .ops import paths, preview, saving
+from .ops.images import to_uint8
 from .pipelines import OutputSpec, catalog, params
 from .pipelines.checks import bounds
 
@@ -58,7 +70,7 @@ def _usable_key(key: object) -> bool:
 
 
 def png_text(
-    *, parameters: str, seed: int, score: float | None, prompt: Any, extra_pnginfo: Any
+    *, parameters: str, seed: int | None, score: float | None, prompt: Any, extra_pnginfo: Any
 ) -> tuple[tuple[str, str], ...]:
     """The PNG text chunks, in the order they are written."""
     text: list[tuple[str, str]] = []
@@ -86,7 +98,8 @@ def png_text(
                 )
                 continue
             text.append((key, json.dumps(value)))
-    text.append(("seed", str(seed)))
+    if seed is not None:
+        text.append(("seed", str(seed)))
     if score is not None:
         text.append(("score", f"{score:.6f}"))
     return tuple(text)
@@ -108,14 +121,6 @@ def prompt_tag(prompt_id: str) -> str:
     except ValueError:
         pass
     return hashlib.sha256(prompt_id.encode("utf-8", "replace")).hexdigest()[:32]
-
-
-def _cpu_image(image: torch.Tensor) -> Any:
-    # A GPU tensor is converted where it lives (fast) and copied as 8 bit; a CPU tensor is handed
-    # over as is and converted on the writer thread (IMAGE tensors are never changed in place).
-    if image.device.type == "cpu":
-        return image
-    return image.detach().mul(255).clamp_(0, 255).to(torch.uint8).cpu().numpy()
 
 
 class CharpackSavePack(io.ComfyNode):
@@ -145,22 +150,8 @@ class CharpackSavePack(io.ComfyNode):
                 io.String.Input(
                     "name",
                     default=_PRESET.name,
-                    tooltip="File name stem: <name>.<prompt id>.png and .json; a batch "
-                    "gets <name>_00, <name>_01 … Every prompt writes its own files.",
-                ),
-                io.Int.Input(
-                    "seed",
-                    default=specs.DEFAULTS.sampler.seed,
-                    min=0,
-                    max=params.MAX_SEED,
-                    tooltip="Seed, recorded in the metadata and the sidecar.",
-                ),
-                io.String.Input(
-                    "parameters",
-                    default="",
-                    multiline=True,
-                    tooltip="Generation parameters text (A1111 style) for the PNG "
-                    "metadata; image hosts read it.",
+                    tooltip="File name stem: <name>.<prompt id>.png and .json (exactly "
+                    "<name>.png with overwrite on); a batch gets <name>_00, <name>_01 …",
                 ),
                 io.Int.Input(
                     "compress_level",
@@ -169,6 +160,31 @@ class CharpackSavePack(io.ComfyNode):
                     max=_COMPRESS_RANGE[1],
                     tooltip="PNG zlib level; 1 is fast and about as small as 4 here "
                     "(0 = no compression, about twice the size).",
+                ),
+                io.Boolean.Input(
+                    "overwrite",
+                    default=False,
+                    optional=True,
+                    tooltip="Off: every prompt writes its own <name>.<prompt id>.png and .json. "
+                    "On: writes exactly <name>.png and <name>.json (a batch <name>_00 …), "
+                    "replacing the files an earlier prompt wrote there (atomically: never half a "
+                    "file).",
+                ),
+                io.Int.Input(
+                    "seed",
+                    min=0,
+                    max=params.MAX_SEED,
+                    optional=True,
+                    force_input=True,
+                    tooltip="Seed to record in the metadata and the sidecar: connect a "
+                    "pipeline node's seed output (left unconnected, the sidecar records null).",
+                ),
+                io.String.Input(
+                    "parameters",
+                    optional=True,
+                    force_input=True,
+                    tooltip="Generation parameters text (A1111 style) for the PNG metadata, "
+                    "which image hosts read: connect a pipeline node's parameters output.",
                 ),
                 io.Float.Input(
                     "score",
@@ -196,40 +212,55 @@ class CharpackSavePack(io.ComfyNode):
         pack: str,
         scene: str,
         name: str,
-        seed: int,
-        parameters: str,
         compress_level: int,
+        overwrite: bool = False,
+        seed: int | None = None,
+        parameters: str | None = None,
         score: float | None = None,
     ) -> io.NodeOutput:
         batch = int(images.shape[0])
-        output_dir = folder_paths.get_output_directory()
         prompt_id = _current_prompt_id()
         tag = prompt_tag(prompt_id)
         try:
             targets = [
                 paths.pack_paths(
-                    output_dir, pack=pack, scene=scene, name=name, index=i, batch_size=batch
+                    folder_paths.get_output_directory(), pack=pack, scene=scene, name=name,
+                    index=i, batch_size=batch,
                 )
                 for i in range(batch)
-            ]
+            ]  # fmt: skip
+            previews = [
+                paths.preview_paths(
+                    folder_paths.get_temp_directory(), pack=pack, scene=scene,
+                    stem=f"{t.stem}.{tag}",
+                )
+                for t in targets
+            ]  # fmt: skip
         except paths.UnsafeName as error:
             raise ValueError(f"{NODE}: {error}") from None
-        targets = [replace(t, stem=f"{t.stem}.{tag}") for t in targets]
+        if not overwrite:
+            targets = [replace(t, stem=f"{t.stem}.{tag}") for t in targets]
         hidden = cls.hidden
         text = png_text(
-            parameters=parameters, seed=seed, score=score,
+            parameters=parameters or "", seed=seed, score=score,
             prompt=hidden.prompt if hidden else None,
             extra_pnginfo=hidden.extra_pnginfo if hidden else None,
         )  # fmt: skip
         writer = saving.writer()
+        shown: list[paths.PackPaths] = []
         for index, target in enumerate(targets):
+            # 8 bit once, here (on the GPU when the tensor is there): the preview needs the
+            # pixels now, and the writer then only encodes.
+            pixels = to_uint8(images[index])
+            if _write_preview(pixels, previews[index]):
+                shown.append(previews[index])
             sidecar = {
                 "pack": pack, "scene": scene, "name": name, "index": index, "seed": seed,
                 "score": score, "parameters": parameters, "compress_level": compress_level,
                 "prompt_id": prompt_id,
             }  # fmt: skip
             job = saving.SaveJob(
-                image=_cpu_image(images[index]),
+                image=pixels,
                 paths=target,
                 text=text,
                 sidecar=sidecar,
@@ -244,13 +275,29 @@ class CharpackSavePack(io.ComfyNode):
                     "not saved either"
                 ) from None
         ui = {
-            "images": [
-                {"filename": t.png_name, "subfolder": t.subfolder, "type": "output"}
-                for t in targets
-            ],
-            "sidecars": [
-                {"filename": t.sidecar_name, "subfolder": t.subfolder, "type": "output"}
-                for t in targets
-            ],
+            "images": [_ref(p.png_name, p.subfolder, "temp") for p in shown],
+            "pack_images": [_ref(t.png_name, t.subfolder, "output") for t in targets],
+            "sidecars": [_ref(t.sidecar_name, t.subfolder, "output") for t in targets],
         }
         return io.NodeOutput(ui=ui)
+
+
+def _ref(filename: str, subfolder: str, kind: str) -> dict[str, str]:
+    return {"filename": filename, "subfolder": subfolder, "type": kind}
+
+
+def _write_preview(pixels: Any, target: paths.PackPaths) -> bool:
+    """Write the editor preview; False (logged) when the temp folder refuses it: a missing
+    preview must never cost the pack file."""
+    try:
+        preview.write_preview(pixels, target)
+    except OSError as error:
+        log.error(
+            "%s: preview %s not written (%s); the pack image is still saved. Check that "
+            "ComfyUI may write to its temp folder",
+            NODE,
+            target.png,
+            error,
+        )
+        return False
+    return True

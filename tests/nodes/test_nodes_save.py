@@ -1,6 +1,7 @@
-"""The pack saver: names unique per prompt, metadata and a sidecar naming the prompt, no way out
-of the output folder, no planted symlink followed, lossless pixels, and encoding that never runs
-on ComfyUI's execution thread."""
+"""The pack saver: names unique per prompt (or exactly the name, overwriting, when asked),
+metadata and a sidecar naming the prompt, no way out of the output folder, no planted symlink
+followed, lossless pixels, encoding that never runs on ComfyUI's execution thread, and an editor
+preview that is complete before the node returns."""
 
 from __future__ import annotations
 
@@ -30,6 +31,16 @@ from tests.nodes.helpers import ComfyDirs, call_node
 WORKFLOW = {"nodes": [{"id": 1, "type": "CharpackPipeline"}], "links": []}
 PROMPT = {"12": {"class_type": "CharpackPipeline", "inputs": {"seed": 5}}}
 PID = "6f1c2d3e-1a2b-4c3d-8e4f-123456789abc"  # the prompt ComfyUI runs (its executing context)
+
+
+@pytest.fixture(autouse=True)
+def temp_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """ComfyUI's temp folder (where the previews go), fresh for each test."""
+    import folder_paths
+
+    folder = tmp_path / "comfy-temp"
+    monkeypatch.setattr(folder_paths, "temp_directory", str(folder))
+    return folder
 
 
 def images(batch: int = 1, height: int = 48, width: int = 40, seed: int = 0) -> torch.Tensor:
@@ -67,8 +78,10 @@ def test_saves_png_and_sidecar_under_the_name_and_the_prompt_id(
     out = save(images=batch)
     stem = f"harbour_0001_5.{PID}"
     assert out.ui == {
-        "images": [{"filename": f"{stem}.png", "subfolder": "lookbook/harbour",
-                    "type": "output"}],
+        "images": [{"filename": f"{stem}.png", "subfolder": "charpack/lookbook/harbour",
+                    "type": "temp"}],
+        "pack_images": [{"filename": f"{stem}.png", "subfolder": "lookbook/harbour",
+                         "type": "output"}],
         "sidecars": [{"filename": f"{stem}.json", "subfolder": "lookbook/harbour",
                       "type": "output"}],
     }  # fmt: skip
@@ -218,10 +231,130 @@ def test_the_node_returns_before_the_image_is_encoded(
     monkeypatch.setattr(saving, "write_job", held)
     out = save(name="later")  # returns although the writer cannot write yet
     target = comfy_dirs.output / "lookbook" / "harbour" / f"later.{PID}.png"
-    assert out.ui["images"][0]["filename"] == target.name and not target.exists()
+    assert out.ui["pack_images"][0]["filename"] == target.name and not target.exists()
     release.set()
     assert fresh_writer.flush(60)
     assert target.exists() and not list(target.parent.glob("*.part"))
+
+
+def gradient(batch: int, height: int, width: int) -> torch.Tensor:
+    """Smooth pictures (any fair downscale of them agrees), image i with blue = i / batch."""
+    ys = torch.linspace(0, 1, height)[:, None].expand(height, width)
+    xs = torch.linspace(0, 1, width)[None, :].expand(height, width)
+    return torch.stack(
+        [torch.stack([xs, ys, torch.full_like(xs, i / batch)], dim=-1) for i in range(batch)]
+    )
+
+
+def test_the_preview_is_whole_on_disk_when_the_node_returns_while_the_pack_file_waits(
+    comfy_dirs: ComfyDirs, fresh_writer: saving.BackgroundWriter, temp_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    release = threading.Event()
+    real = saving.write_job
+
+    def held(job: saving.SaveJob) -> saving.Written:
+        assert release.wait(60), "test did not release the writer"
+        return real(job)
+
+    monkeypatch.setattr(saving, "write_job", held)
+    big = gradient(2, 1500, 1100)
+    out = save(images=big, name="big", score=None)
+    refs = out.ui["images"]
+    assert refs == [
+        {"filename": f"big_{i:02d}.{PID}.png", "subfolder": "charpack/lookbook/harbour",
+         "type": "temp"}
+        for i in (0, 1)
+    ]  # fmt: skip
+    for index, ref in enumerate(refs):
+        path = temp_dir / ref["subfolder"] / ref["filename"]
+        Image.open(path).verify()  # every chunk present, every CRC right: a complete file
+        with Image.open(path) as picture:
+            assert picture.size == (751, 1024)  # long side 1024, the aspect kept
+            full = Image.fromarray(to_uint8(big[index]))
+            expected = np.asarray(full.resize(picture.size, Image.Resampling.BOX), np.int16)
+            assert np.abs(np.asarray(picture, np.int16) - expected).max() <= 3
+    # The pack files are still waiting for the writer, and no temporary file is left behind.
+    assert not list(comfy_dirs.output.rglob("*.png"))
+    assert not [p for p in temp_dir.rglob("*") if p.name.endswith(".part")]
+    release.set()
+    assert fresh_writer.flush(60)
+    with Image.open(comfy_dirs.output / out.ui["pack_images"][1]["subfolder"]
+                    / out.ui["pack_images"][1]["filename"]) as picture:  # fmt: skip
+        assert picture.size == (1100, 1500)  # the pack file is full size
+
+
+def test_a_small_image_is_its_own_preview_pixel_for_pixel(
+    comfy_dirs: ComfyDirs, fresh_writer: saving.BackgroundWriter, temp_dir: Path
+) -> None:
+    batch = images(height=48, width=40)
+    out = save(images=batch)
+    (ref,) = out.ui["images"]
+    preview, info = read_png(temp_dir / ref["subfolder"] / ref["filename"])
+    assert np.array_equal(preview, to_uint8(batch[0])) and "workflow" not in info
+    assert fresh_writer.flush(60)
+
+
+def test_overwrite_writes_exactly_the_name_and_replaces_an_earlier_prompts_files(
+    comfy_dirs: ComfyDirs, fresh_writer: saving.BackgroundWriter
+) -> None:
+    later = str(uuid.uuid4())
+    first = save(name="cover", overwrite=True, images=images(seed=1))
+    assert fresh_writer.flush(60)
+    second = save(later, name="cover", overwrite=True, images=images(seed=2))
+    assert fresh_writer.flush(60)
+    folder = comfy_dirs.output / "lookbook" / "harbour"
+    assert all_files(comfy_dirs.output) == [
+        "lookbook/harbour/cover.json",
+        "lookbook/harbour/cover.png",
+    ]
+    pixels, _info = read_png(folder / "cover.png")
+    assert np.array_equal(pixels, to_uint8(images(seed=2)[0]))  # the later prompt's image
+    sidecar = json.loads((folder / "cover.json").read_text())
+    assert sidecar["prompt_id"] == later and sidecar["file"] == "cover.png"
+    assert second.ui["pack_images"] == [
+        {"filename": "cover.png", "subfolder": "lookbook/harbour", "type": "output"}
+    ]
+    assert second.ui["sidecars"][0]["filename"] == "cover.json"
+    # The previews stay unique per prompt: the editor never shows the other prompt's.
+    assert first.ui["images"][0]["filename"] == f"cover.{PID}.png"
+    assert second.ui["images"][0]["filename"] == f"cover.{later}.png"
+    save(name="set", overwrite=True, images=images(batch=2), score=None)
+    save(later, name="set", overwrite=True, images=images(batch=2, seed=4), score=None)
+    assert fresh_writer.flush(60)
+    assert sorted(p.name for p in folder.glob("set*")) == [
+        "set_00.json",
+        "set_00.png",
+        "set_01.json",
+        "set_01.png",
+    ]
+    assert np.array_equal(read_png(folder / "set_01.png")[0], to_uint8(images(2, seed=4)[1]))
+
+
+def test_without_seed_and_parameters_the_sidecar_says_null_and_the_png_has_neither(
+    comfy_dirs: ComfyDirs, fresh_writer: saving.BackgroundWriter
+) -> None:
+    with CurrentNodeContext(PID, "20"):
+        call_node(
+            CharpackSavePack, unique_id="20", hidden_prompt=PROMPT, images=images(),
+            pack="lookbook", scene="harbour", name="bare", compress_level=1,
+        )  # fmt: skip
+    assert fresh_writer.flush(60)
+    folder = comfy_dirs.output / "lookbook" / "harbour"
+    sidecar = json.loads((folder / f"bare.{PID}.json").read_text())
+    assert sidecar["seed"] is None and sidecar["parameters"] is None and sidecar["score"] is None
+    _pixels, info = read_png(folder / f"bare.{PID}.png")
+    assert set(info) == {"prompt"}  # no parameters, no seed: nothing is made up
+
+
+def test_seed_and_parameters_are_sockets_and_overwrite_is_an_optional_switch() -> None:
+    info = CharpackSavePack.GET_NODE_INFO_V1()["input"]
+    assert list(info["required"]) == ["images", "pack", "scene", "name", "compress_level"]
+    optional = info["optional"]
+    assert optional["overwrite"][0] == "BOOLEAN" and optional["overwrite"][1]["default"] is False
+    for name, kind in (("seed", "INT"), ("parameters", "STRING"), ("score", "FLOAT")):
+        assert optional[name][0] == kind and optional[name][1]["forceInput"] is True, name
+    assert "control_after_generate" not in optional["seed"][1]  # nothing for the editor to roll
 
 
 def test_a_slow_disk_makes_the_saver_wait_instead_of_piling_up_images(

@@ -6,7 +6,9 @@ is ``pipelines/names.py``, which the pack validator applies too, so a name ``cha
 accepts is never refused here), and the joined folder is checked to resolve inside the
 output folder even through symlinks. Names are refused, never silently rewritten: a rewritten
 name could collide with another job's file, and the orchestrator must find the file under the
-name it asked for. Standard library only; it does not create folders or write files.
+name it asked for. The editor previews of ``CharpackSavePack`` follow the same rule inside
+ComfyUI's temp folder (:func:`preview_paths`). Standard library only; it does not create folders
+or write files.
 """
 
 from __future__ import annotations
@@ -74,6 +76,24 @@ def image_stem(name: str, *, index: int, batch_size: int) -> str:
     return name if batch_size == 1 else f"{name}_{index:02d}"
 
 
+PREVIEW_FOLDER = "charpack"  # previews go to <temp>/charpack/<pack>/<scene>/
+
+
+def _checked_folder(root_dir: str, *parts: str, what: str) -> tuple[str, str]:
+    """``root_dir/<parts>`` (absolute) and its subfolder relative to ``root_dir``; refused when it
+    resolves outside ``root_dir`` (a symlinked pack or scene folder could point elsewhere)."""
+    root = os.path.realpath(root_dir)
+    folder = os.path.join(root, *parts)
+    resolved = os.path.realpath(folder)
+    subfolder = "/".join(parts)
+    if os.path.commonpath([root, resolved]) != root:
+        raise UnsafeName(
+            f"{what} folder {subfolder} resolves to {resolved}, outside the {what} folder "
+            f"{root}; remove that symlink or choose another pack/scene name"
+        )
+    return folder, subfolder
+
+
 def pack_paths(
     output_dir: str, *, pack: str, scene: str, name: str, index: int = 0, batch_size: int = 1
 ) -> PackPaths:
@@ -81,14 +101,13 @@ def pack_paths(
     check_name(pack, field="pack")
     check_name(scene, field="scene")
     check_name(name, field="name")
-    root = os.path.realpath(output_dir)
-    folder = os.path.join(root, pack, scene)
-    # A symlinked pack or scene folder could still point elsewhere: check where it resolves.
-    resolved = os.path.realpath(folder)
-    if os.path.commonpath([root, resolved]) != root:
-        raise UnsafeName(
-            f"output folder {pack}/{scene} resolves to {resolved}, outside the output folder "
-            f"{root}; remove that symlink or choose another pack/scene name"
-        )
+    folder, subfolder = _checked_folder(output_dir, pack, scene, what="output")
     stem = image_stem(name, index=index, batch_size=batch_size)
-    return PackPaths(folder=folder, subfolder=f"{pack}/{scene}", stem=stem)
+    return PackPaths(folder=folder, subfolder=subfolder, stem=stem)
+
+
+def preview_paths(temp_dir: str, *, pack: str, scene: str, stem: str) -> PackPaths:
+    """Where an editor preview goes: ``<temp>/charpack/<pack>/<scene>/<stem>.png`` (``pack`` and
+    ``scene`` are checked by :func:`pack_paths` first; ``stem`` names the prompt)."""
+    folder, subfolder = _checked_folder(temp_dir, PREVIEW_FOLDER, pack, scene, what="temp")
+    return PackPaths(folder=folder, subfolder=subfolder, stem=stem)

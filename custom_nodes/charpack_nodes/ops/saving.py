@@ -77,7 +77,7 @@ def write_job(job: SaveJob) -> Written:
     encode_s = time.monotonic() - started
     digest = hashlib.sha256(data).hexdigest()
     os.makedirs(job.paths.folder, exist_ok=True)
-    _atomic_write(job.paths.png, data)
+    atomic_write(job.paths.png, data)
     sidecar = dict(job.sidecar)
     sidecar.update(
         file=job.paths.png_name,
@@ -87,7 +87,7 @@ def write_job(job: SaveJob) -> Written:
         size=len(data),
     )
     text = json.dumps(sidecar, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-    _atomic_write(job.paths.sidecar, text.encode("utf-8"))
+    atomic_write(job.paths.sidecar, text.encode("utf-8"))
     return Written(job.paths.png, job.paths.sidecar, digest, len(data), encode_s)
 
 
@@ -101,7 +101,9 @@ def part_name(path: str) -> str:
     return os.path.join(folder, f".{name}.{secrets.token_hex(4)}.part")
 
 
-def _atomic_write(path: str, data: bytes) -> None:
+def atomic_write(path: str, data: bytes) -> None:
+    """Write ``data`` under a fresh temporary name beside ``path``, then rename it into place
+    (replacing an earlier file atomically: a reader sees the old file or the new one, whole)."""
     part = part_name(path)
     fd = os.open(part, _CREATE, 0o644)  # never follows or reuses what is already there
     try:
