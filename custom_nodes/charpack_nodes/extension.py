@@ -12,6 +12,7 @@ from comfy_api.latest import ComfyExtension, io
 
 from . import version_info
 from .nodes_character import CharpackCharacter
+from .nodes_gate import CharpackIdentityGate
 from .nodes_identity import CharpackIdentityScore
 from .nodes_pipeline import MACROS
 from .nodes_save import CharpackSavePack
@@ -21,6 +22,7 @@ NODES: tuple[type[io.ComfyNode], ...] = (
     CharpackCharacter,
     *MACROS,
     CharpackIdentityScore,
+    CharpackIdentityGate,
     CharpackSavePack,
 )
 

@@ -21,6 +21,7 @@ NODE_IDS = [
     "CharpackFaceDetailer",
     "CharpackUpscale",
     "CharpackIdentityScore",
+    "CharpackIdentityGate",
     "CharpackSavePack",
 ]
 
@@ -142,3 +143,29 @@ def test_character_lora_strength_range_is_the_lora_types_range() -> None:
             trigger="",
             face_image="f.png",
         )
+
+
+def test_the_characters_wrong_file_names_are_each_checked_under_their_own_input() -> None:
+    import inspect
+
+    node = by_id()["CharpackCharacter"]
+    info = node.GET_NODE_INFO_V1()["input"]
+    # ComfyUI 0.3.75 checks a combo's value itself only when its type is the list of choices.
+    for section, name in (("required", "ckpt_name"), ("required", "lora_name"),
+                          ("optional", "face_image_2")):  # fmt: skip
+        kind, options = info[section][name]
+        assert kind == options["options"], name
+    # ... and files a validate_inputs failure under every argument: face_image is the only one.
+    assert list(inspect.signature(node.validate_inputs).parameters) == ["face_image"]
+    assert info["required"]["face_image"][0] == "COMBO"
+    assert info["required"]["face_image"][1]["image_upload"] is True
+    assert info["optional"]["face_image_2"][1]["image_upload"] is True
+
+
+def test_the_web_extension_ships_with_the_pack() -> None:
+    from pathlib import Path
+
+    import charpack_nodes
+
+    web = Path(charpack_nodes.__file__).parent / charpack_nodes.WEB_DIRECTORY
+    assert sorted(p.name for p in web.glob("*.js")) == ["identity.js", "uploads.js"]

@@ -277,9 +277,17 @@ FACE_DETAILER = NodeSpec(
 IDENTITY_SCORE = NodeSpec(
     "CharpackIdentityScore",
     CHARPACK,
-    ("images", "reference", "model_pack", "provider"),
+    ("images", "model_pack", "provider"),
     _o("images:IMAGE", "score:FLOAT"),
+    optional_links=("reference", "character"),
     output_node=True,
+)
+IDENTITY_GATE = NodeSpec(
+    "CharpackIdentityGate",
+    CHARPACK,
+    ("images", "threshold"),
+    _o("images:IMAGE"),
+    optional_links=("score", "character"),
 )
 SAVE_PACK = NodeSpec(
     "CharpackSavePack",
@@ -319,6 +327,7 @@ ALL: tuple[NodeSpec, ...] = (
     ULTRALYTICS_DETECTOR,
     FACE_DETAILER,
     IDENTITY_SCORE,
+    IDENTITY_GATE,
     SAVE_PACK,
 )
 
