@@ -7,17 +7,32 @@ ids prefixed with the macro's own id (``12.base.sampler``), so two macros in one
 clash and the server's progress messages say which stage runs. An upstream IMAGE arrives as a
 live value and goes into the subgraph as one (the builders accept a link or a value).
 
-The macros stop at the image: wire Identity score and Save pack (or any node) after them.
+The macros stop at the image: wire Identity score and Save pack (or any node) after them. The
+macros that sample also output the ``seed`` they ran with (the prompt's value: the editor's
+control_after_generate changes the widget only after queueing) and its ``parameters`` text
+(``pipelines.parameters_text`` of the stages the node runs, A1111 style), for Save pack's
+socket-only inputs. Both are plain values returned beside the expansion's image link: ComfyUI
+0.3.75 resolves a pending expansion's results link by link and passes any other value through
+unchanged (``execution.py``, ``pending_subgraph_results``), so no extra node is needed and the
+subgraph stays exactly the orchestrator's.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, ClassVar
 
 from comfy_api.latest import io
 
 from .ops import specs
-from .pipelines import Built, CharacterSpec, ParameterError, PipelineSpec, build_pipeline
+from .pipelines import (
+    Built,
+    CharacterSpec,
+    ParameterError,
+    PipelineSpec,
+    build_pipeline,
+    parameters_text,
+)
 from .pipelines import build_stage as _build_stage
 from .pipelines import catalog as C
 from .widgets import (
@@ -33,6 +48,34 @@ from .widgets import (
 )
 
 SAMPLING = ("seed", "cfg", "sampler_name", "scheduler")
+# Stages a node may leave out of its parameters text (their PipelineSpec fields are named so).
+SWITCHED = (C.STAGE_FACEID, C.STAGE_INSTANTID, C.STAGE_FACE_DETAILER, C.STAGE_UPSCALE, C.STAGE_PAG)
+
+
+def seed_output() -> io.Output:
+    return io.Int.Output(
+        display_name="seed",
+        tooltip="The seed this run used (the queued prompt's value); connect it to Save pack.",
+    )
+
+
+def parameters_output() -> io.Output:
+    return io.String.Output(
+        display_name="parameters",
+        tooltip="Generation parameters text (A1111 style) of what this node ran; connect it to "
+        "Save pack.",
+    )
+
+
+def described(spec: PipelineSpec, runs: frozenset[str]) -> PipelineSpec:
+    """``spec`` with the stages outside ``runs`` switched off, so its parameters text says
+    only what the node did."""
+    off = {
+        stage: replace(getattr(spec, stage), enabled=False)
+        for stage in SWITCHED
+        if stage not in runs and getattr(spec, stage).enabled
+    }
+    return replace(spec, **off)
 
 
 class _Macro(io.ComfyNode):
@@ -45,6 +88,16 @@ class _Macro(io.ComfyNode):
     USES_CHARACTER: ClassVar[bool] = True
     IMAGE_TIP: ClassVar[str | None] = None  # set when the node takes an upstream image
     OUTPUT_TIP: ClassVar[str] = ""
+
+    @classmethod
+    def samples(cls) -> bool:
+        """Whether the node samples (has a seed): it then outputs seed and parameters too."""
+        return "seed" in cls.SETTINGS
+
+    @classmethod
+    def runs(cls) -> frozenset[str]:
+        """The stages the node may run: those it has a switch for (the whole pipeline: all)."""
+        return frozenset(cls.SETTINGS)
 
     @classmethod
     def build(cls, spec: PipelineSpec, *, image: Any, prefix: str) -> Built:
@@ -66,7 +119,10 @@ class _Macro(io.ComfyNode):
             category="charpack/pipeline",
             description=cls.DESCRIPTION_TEXT,
             inputs=inputs,
-            outputs=[image_output(cls.OUTPUT_TIP)],
+            outputs=[
+                image_output(cls.OUTPUT_TIP),
+                *((seed_output(), parameters_output()) if cls.samples() else ()),
+            ],
             hidden=[io.Hidden.unique_id],
             enable_expand=True,
         )
@@ -109,7 +165,11 @@ class _Macro(io.ComfyNode):
         def build(prefix: str) -> Built:
             return cls.build(spec, image=image, prefix=prefix)
 
-        return expand(cls.NODE, unique_id, build)
+        out = expand(cls.NODE, unique_id, build)
+        if not cls.samples():
+            return out
+        text = parameters_text(described(spec, cls.runs()))
+        return io.NodeOutput(*out.args, spec.sampler.seed, text, expand=out.expand)
 
 
 class CharpackPipeline(_Macro):
@@ -137,6 +197,10 @@ class CharpackPipeline(_Macro):
 
 class _Stage(_Macro):
     STAGE: ClassVar[str] = ""
+
+    @classmethod
+    def runs(cls) -> frozenset[str]:
+        return frozenset({cls.STAGE, *cls.SETTINGS})
 
     @classmethod
     def build(cls, spec: PipelineSpec, *, image: Any, prefix: str) -> Built:

@@ -1,10 +1,12 @@
 """Each macro node expands into exactly the subgraph the pipelines module builds: the same nodes,
 ids (under the macro's own id), inputs and output link, with the upstream image passed in as a
-live value. The expected graphs are built here from the parameter types directly, so a wrong
+live value; the sampling macros also output the seed they ran with and the parameters text of
+what they ran. The expected graphs are built here from the parameter types directly, so a wrong
 mapping from a widget to a parameter fails too."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -30,6 +32,7 @@ from charpack_nodes.pipelines import (
     UpscaleSpec,
     build_pipeline,
     build_stage,
+    parameters_text,
 )
 from tests.nodes.helpers import ComfyDirs, call_node, face_picture
 
@@ -118,7 +121,10 @@ def test_whole_pipeline_macro_expands_into_build_pipeline(character: CharacterSp
     )  # fmt: skip
     expected = build_pipeline(spec, prefix="12.", outputs=False)
     assert_same_graph(out.expand, expected.graph.finalize())
-    assert out.args == (expected.image,) and expected.image == ["12.upscale.resize", 0]
+    assert out.args == (expected.image, 1234, parameters_text(spec))
+    assert expected.image == ["12.upscale.resize", 0]
+    # The whole pipeline's text is the one the orchestrator's graph gives its saver.
+    assert "Seed: 1234" in out.args[2] and "Upscaler: 4x-UltraSharp" in out.args[2]
     assert all(node_id.startswith("12.") for node_id in out.expand)
 
 
@@ -155,7 +161,8 @@ def test_switched_off_stages_are_left_out_of_the_expansion(character: CharacterS
         "ImageUpscaleWithModel",
         "IPAdapterFaceID",
     }
-    assert out.args == (["4.base.decode", 0],)
+    assert out.args[0] == ["4.base.decode", 0]
+    assert "InstantID" not in out.args[2] and "Upscaler" not in out.args[2]
 
 
 STAGE_CASES = [
@@ -176,6 +183,17 @@ STAGE_CASES = [
     (CharpackUpscale, "upscale", {"upscale_model": "4x-UltraSharp.pth", "output_scale": 0.75},
      {"upscale": UpscaleSpec(output_scale=0.75)}),
 ]  # fmt: skip
+
+
+NOT_RUN = {
+    "base": {"instantid": InstantIDSpec(enabled=False),
+             "face_detailer": DetailerSpec(enabled=False), "upscale": UpscaleSpec(enabled=False)},
+    "instantid": {"faceid": FaceIDSpec(enabled=False),
+                  "face_detailer": DetailerSpec(enabled=False),
+                  "upscale": UpscaleSpec(enabled=False)},
+    "face_detailer": {"instantid": InstantIDSpec(enabled=False),
+                      "upscale": UpscaleSpec(enabled=False)},
+}  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -202,7 +220,11 @@ def test_stage_macro_expands_into_build_stage_with_the_live_image(
         stage, spec, image=image if stage != "base" else None, prefix="7.", outputs=False
     )
     assert_same_graph(out.expand, expected.graph.finalize())
-    assert out.args == (expected.image,)
+    if node is CharpackUpscale:  # samples nothing: no seed, no parameters
+        assert out.args == (expected.image,)
+    else:  # the parameters text tells what this node ran, not the stages it left out
+        ran = replace(spec, **NOT_RUN[stage])
+        assert out.args == (expected.image, 1234, parameters_text(ran))
     if stage != "base":  # the upstream picture itself sits in the subgraph, no loader
         live = [
             v
@@ -212,6 +234,15 @@ def test_stage_macro_expands_into_build_stage_with_the_live_image(
         ]
         assert live and all(torch.equal(v, image) for v in live)
         assert "7.input.image" not in out.expand
+
+
+def test_sampling_macros_output_image_seed_and_parameters_and_upscale_only_the_image() -> None:
+    for node in (CharpackPipeline, CharpackBase, CharpackInstantIDFix, CharpackFaceDetailer):
+        info = node.GET_NODE_INFO_V1()
+        assert info["output"] == ["IMAGE", "INT", "STRING"], node.NODE
+        assert info["output_name"] == ["image", "seed", "parameters"], node.NODE
+    info = CharpackUpscale.GET_NODE_INFO_V1()
+    assert info["output"] == ["IMAGE"] and info["output_name"] == ["image"]
 
 
 def test_two_macros_in_one_prompt_never_share_node_ids(character: CharacterSpec) -> None:
