@@ -4,7 +4,9 @@ Owns :class:`Submitted`, :class:`Queue`, the prompt-id format check, and the par
 ``/history/{id}`` entry into :class:`JobResult` (success / error / interrupted, the failing node,
 server-side start and end times), :class:`OutputRef` (a file the server wrote, fetched later
 through ``/view``) and the UI values of output nodes that are not files (such as an identity
-node's ``scores``). Pure data and parsing; no I/O.
+node's ``scores``). It also names the UI keys of charpack's saver (:data:`PACK_IMAGES`,
+:data:`SIDECARS`) and tells an older saver's output apart (:func:`older_saver`). Pure data and
+parsing; no I/O.
 """
 
 from __future__ import annotations
@@ -127,6 +129,26 @@ class JobResult:
         raise ExecutionFailed(
             message, node_id=f.node_id if f else None, node_type=f.node_type if f else None
         )
+
+
+# CharpackSavePack's UI output: ``images`` are the editor's previews (type ``temp``, skipped by
+# parse_outputs), the full-size pack files are under ``pack_images`` with their ``sidecars``.
+PACK_IMAGES = "pack_images"
+SIDECARS = "sidecars"
+IMAGES = "images"
+
+
+def older_saver(refs: tuple[OutputRef, ...]) -> str | None:
+    """Why ``refs`` come from a charpack saver older than this client (its pack files under
+    ``images``, beside ``sidecars``, and no ``pack_images``), else None."""
+    keys = {ref.key for ref in refs}
+    if PACK_IMAGES in keys or IMAGES not in keys or SIDECARS not in keys:
+        return None
+    return (
+        "the server's Save pack node lists its files under 'images' only (charpack nodes older "
+        f"than this client, which reads {PACK_IMAGES!r}); refused. Update the server's charpack "
+        "nodes to this client's version."
+    )
 
 
 _TERMINAL = ("execution_success", "execution_error", "execution_interrupted")

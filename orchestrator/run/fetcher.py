@@ -41,7 +41,7 @@ from ..comfy.client import ComfyClient
 from ..comfy.downloads import SIDECAR_MAX_BYTES, Expect, check_ref
 from ..comfy.landing import write_file
 from ..comfy.limits import DownloadCancelled, Limits, StopSignal
-from ..comfy.results import JobResult, OutputRef
+from ..comfy.results import IMAGES, PACK_IMAGES, SIDECARS, JobResult, OutputRef, older_saver
 from ..errors import CharpackError, DiskFull, OutputRefused, PackFolderError
 from ..folder.manifest import FileRecord
 from ..pack.jobs import Job
@@ -88,7 +88,9 @@ BYTES_PER_PIXEL = 4  # RGBA, uncompressed: more than any PNG the saver writes (8
 HEADROOM = 2  # times the largest picture, plus METADATA_BYTES for text chunks
 METADATA_BYTES = 16 << 20
 PREPARED_IMAGES = 8  # a prepared workflow's output node may save a few images
-SUFFIXES = {"images": ".png", "sidecars": ".json"}  # what is kept, and its local suffix
+# What is kept, and its local suffix: the saver's pack files (its ``images`` are temp previews,
+# never listed as outputs), any other node's saved images, the saver's sidecars.
+SUFFIXES = {PACK_IMAGES: ".png", IMAGES: ".png", SIDECARS: ".json"}
 
 
 @dataclass(frozen=True)
@@ -176,8 +178,11 @@ def destinations(
     ``<stem>.png``, ``<stem>_01.png`` … and ``<stem>.json`` …, whatever the server named them
     (the pack-folder tools take an attempt's first file as its picture)."""
     out = []
-    for key, suffix in SUFFIXES.items():
-        kept = sorted((r for r in refs if r.key == key), key=lambda r: r.filename)
+    for suffix in dict.fromkeys(SUFFIXES.values()):
+        keys = [key for key, s in SUFFIXES.items() if s == suffix]
+        kept = sorted(
+            (r for r in refs if r.key in keys), key=lambda r: (keys.index(r.key), r.filename)
+        )
         for count, ref in enumerate(kept):
             name = f"{stem}{suffix}" if count == 0 else f"{stem}_{count:02d}{suffix}"
             out.append((ref, f"{rel_dir}/{name}"))
@@ -190,8 +195,12 @@ def plan(
     """What to fetch from a finished prompt's outputs, or :class:`OutputRefused` when they are
     not what the job makes (names, suffixes, count, folder, a missing sidecar)."""
     kept = [check_ref(r, server=server) for r in refs if r.key in SUFFIXES]
-    images = [r for r in kept if r.key == "images"]
-    sidecars = {Path(r.filename).stem: r for r in kept if r.key == "sidecars"}
+    if expected.provenance:
+        older = older_saver(tuple(kept))
+        if older is not None:
+            raise OutputRefused(f"{server}: {older}")
+    images = [r for r in kept if r.key in (PACK_IMAGES, IMAGES)]
+    sidecars = {Path(r.filename).stem: r for r in kept if r.key == SIDECARS}
     if not images:
         raise OutputRefused(f"{server} reported no image for this prompt; refused.")
     if len(images) > expected.images or len(kept) > 2 * expected.images:

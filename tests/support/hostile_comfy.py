@@ -118,11 +118,12 @@ class HostileComfy(LoopbackServer):
 
     def saver_outputs(
         self, prompt_id: str, subfolder: str, stem: str, *, sidecar_prompt: str | None = None,
-        image: bytes | None = None, claimed: bytes | None = None,
+        image: bytes | None = None, claimed: bytes | None = None, older: bool = False,
     ) -> dict[str, Any]:  # fmt: skip
         """Outputs as CharpackSavePack reports them, with the files registered for ``/view``:
         ``sidecar_prompt`` (default ``prompt_id``; ``""``: none) is the prompt the sidecar names,
-        ``claimed`` the bytes the sidecar describes (default: the image served)."""
+        ``claimed`` the bytes the sidecar describes (default: the image served); ``older``: as
+        the saver reported them before its previews (the pack file under ``images``)."""
         image = png_bytes() if image is None else image
         claimed = image if claimed is None else claimed
         name = f"{stem}.{prompt_id}"
@@ -137,13 +138,15 @@ class HostileComfy(LoopbackServer):
         self.files[(subfolder, f"{name}.png")] = image
         self.files[(subfolder, f"{name}.json")] = json.dumps(sidecar).encode()
         ref = {"subfolder": subfolder, "type": "output"}
-        return {
-            "save.run": {
-                "images": [{"filename": f"{name}.png", **ref}],
-                "sidecars": [{"filename": f"{name}.json", **ref}],
-            },
-            "score.run": {"scores": [0.9]},
+        preview = {"filename": f"{name}.png", "subfolder": f"charpack/{subfolder}", "type": "temp"}
+        saver: dict[str, Any] = {
+            "images": [preview],
+            "pack_images": [{"filename": f"{name}.png", **ref}],
         }
+        if older:
+            saver = {"images": [{"filename": f"{name}.png", **ref}]}
+        saver["sidecars"] = [{"filename": f"{name}.json", **ref}]
+        return {"save.run": saver, "score.run": {"scores": [0.9]}}
 
     def closing(self) -> None:
         self.stopping.set()  # every hostile answer still streaming ends
