@@ -272,7 +272,9 @@ class InstantIDSpec:
     provider: str = "CPU"
     start_at: float = 0.0
     end_at: float = 1.0
-    noise: float = 0.35
+    # 0.3, not cubiq's 0.35: the patch's widget steps by 0.1 without a round, so the editor
+    # turns 0.35 into 0.3 (docs/pipeline.md, "The InstantID decision").
+    noise: float = 0.3
     denoise: float | None = None
     steps: int = ranged(20, 1, 200)
 
