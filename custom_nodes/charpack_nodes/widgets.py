@@ -11,6 +11,7 @@ Imported by ComfyUI's loader only (through ``comfy_entrypoint``), never at packa
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -106,7 +107,14 @@ def setting(name: str, *, optional: bool = False) -> io.Input:
             name, default=default, min=low, max=high, step=step, tooltip=tip, optional=optional
         )
     return io.Float.Input(
-        name, default=default, min=low, max=high, step=step, tooltip=tip, optional=optional
+        name,
+        default=default,
+        min=low,
+        max=high,
+        step=step,
+        round=widget_round(step),
+        tooltip=tip,
+        optional=optional,
     )
 
 
@@ -124,6 +132,18 @@ _STEPS: dict[str, float] = {
     "output_scale": 0.05,
     "pag_scale": 0.1,
 }
+
+
+def widget_round(step: float) -> float:
+    """The FLOAT widget's declared ``round``: the finest value its step's decimals can show.
+
+    The editor keeps ``max(0, -floor(log10(step)))`` decimals of a FLOAT widget and snaps it to
+    ``round`` (docs/workflows.md). Declared, the snapping is the node's own (the editor's "disable
+    rounding" setting cannot change it), and every preset lies on it
+    (tests/unit/test_widget_rounding.py).
+    """
+    decimals = max(0, -math.floor(math.log10(step)))
+    return float(f"1e-{decimals}")
 
 
 def widget_range(name: str) -> tuple[float, float, float]:

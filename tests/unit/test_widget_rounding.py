@@ -19,6 +19,7 @@ import pytest
 from charpack.check import widget_values
 from charpack.check.widget_values import changed_widgets, loaded, survives
 from charpack.comfy.objectinfo import InputSpec, ObjectInfo
+from charpack_nodes.ops.specs import SETTINGS
 from tests.golden.plan_golden import EXAMPLES, planned
 
 REPO = Path(__file__).resolve().parents[2]
@@ -112,3 +113,21 @@ def test_every_default_of_charpacks_nodes_survives_the_editor(class_type: str) -
             assert survives(spec, default), (
                 f"{class_type}.{spec.name}: {default} -> {loaded(spec, default)}"
             )
+
+
+def test_charpacks_macro_float_widgets_declare_their_round() -> None:
+    """The macros' FLOAT settings (widgets.setting) declare ``round``; presets lie on its grid."""
+    settings = set(SETTINGS)
+    checked = 0
+    for class_type in CHARPACK:
+        node = INFO.get(class_type)
+        assert node is not None
+        for spec in node.inputs.values():
+            if spec.type == "FLOAT" and spec.name in settings:
+                rounding = spec.options.get("round")
+                assert rounding, f"{class_type}.{spec.name} declares no round"
+                assert widget_values.float_widget(spec.options)[0] == rounding
+                steps = spec.options["default"] / rounding
+                assert abs(steps - round(steps)) < 1e-9, f"{class_type}.{spec.name}"
+                checked += 1
+    assert checked >= 10
