@@ -135,8 +135,8 @@ def test_every_stage_node_runs_chained_then_scores_and_saves(
     (score,) = result.ui["score"]["scores"]
     assert 0.8 < score <= 1.0, "the chained stages keep the character's face (strangers: ~0.6)"
     refs = {ref.key: ref for ref in result.outputs}
-    assert set(refs) == {"images", "sidecars"}
-    png = client.download(refs["images"], tmp_path / "out.png")  # waits out the writer
+    assert set(refs) == {"pack_images", "sidecars"}  # the temp preview is no output to fetch
+    png = client.download(refs["pack_images"], tmp_path / "out.png")  # waits out the writer
     sidecar = client.download(refs["sidecars"], tmp_path / "out.json")
     with Image.open(png.path) as picture:
         assert picture.size == (1024, 1536), "4x the 256x384 base"
@@ -146,6 +146,40 @@ def test_every_stage_node_runs_chained_then_scores_and_saves(
     assert meta["prompt_id"] == result.prompt_id  # the saver names the prompt that made it
     saved = f"{Path(face).stem}.{result.prompt_id}.png"
     assert (comfy_server.output_dir / "nodes" / "stages" / saved).is_file()
+
+
+def test_a_macros_seed_and_parameters_outputs_reach_the_saved_file_and_sidecar(
+    client: ComfyClient, tmp_path: Path
+) -> None:
+    face = client.upload_image(fresh_picture(AVA_FRONT, tmp_path)).image_value
+    seed = uuid.uuid4().int % 2**32  # what the editor's control_after_generate would have put in
+    graph = {
+        "char": character(face),
+        "base": {"class_type": "CharpackBase", "inputs": {
+            "character": ["char", 0], "prompt": "reading in a library", "negative": "",
+            **sampling(seed), "steps": 2, "width": 256, "height": 256, "faceid": False,
+            "faceid_weight": 0.8, "pag": False, "pag_scale": 3.0}},
+        "save": {"class_type": "CharpackSavePack", "inputs": {
+            "images": ["base", 0], "pack": "nodes", "scene": "seed", "name": "macro",
+            "compress_level": 1, "seed": ["base", 1], "parameters": ["base", 2]}},
+    }  # fmt: skip
+    result = run(client, graph).raise_for_status()
+    entry = client.history(result.prompt_id)
+    assert entry is not None
+    assert entry["prompt"][2]["base"]["inputs"]["seed"] == seed  # the prompt's value
+    refs = {ref.key: ref for ref in result.outputs}
+    _raw, meta = client.fetch_sidecar(
+        refs["sidecars"], prompt_id=result.prompt_id, image=refs["pack_images"].filename,
+        not_found_s=30,
+    )  # fmt: skip
+    png = client.download(refs["pack_images"], tmp_path / "macro.png")
+    assert meta["seed"] == seed and meta["sha256"] == png.sha256
+    with Image.open(png.path) as picture:
+        assert picture.info["seed"] == str(seed)
+        text = picture.info["parameters"]
+    assert text == meta["parameters"]
+    assert "avachar" in text and "reading in a library" in text and f"Seed: {seed}," in text
+    assert "Size: 256x256" in text and "Upscaler" not in text  # what Base ran, nothing else
 
 
 def test_an_unknown_checkpoint_is_refused_before_anything_runs_with_the_choices(
@@ -204,7 +238,7 @@ def test_a_generated_image_without_a_face_is_no_face_not_a_score_and_is_still_sa
     result = run(client, graph).raise_for_status()
     assert result.ui["score"]["scores"] == (None,) and result.ui["score"]["faces"] == (False,)
     assert result.ui["score"]["warnings"][0].startswith("no face found in image 1 of 1")
-    (png,) = [r for r in result.outputs if r.key == "images"]
+    (png,) = [r for r in result.outputs if r.key == "pack_images"]
     assert client.download(png, tmp_path / "noface.png").size > 0
 
 

@@ -8,29 +8,39 @@ the run's images are still waiting to be written when their prompts finish: exac
 a client that trusts a 200 from ``/view`` downloads the stale file. The run must record only its
 own images (size, sha256, seed, the prompt id in the saver's sidecar). And a graph posted again
 unchanged (the graph editor's "queue again", a rerun of a pack) writes and serves its own files
-instead of ComfyUI's cached output naming the earlier prompt's.
+instead of ComfyUI's cached output naming the earlier prompt's, unless the saver is told to
+``overwrite`` (then one file, replaced atomically by the later prompt's). The editor is shown a
+downscaled preview that is complete on disk when the ``executed`` message reaches it, and a
+server whose older saver lists its pack files under ``images`` only is refused with the fix.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
+import threading
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from PIL import Image
 
 from charpack.comfy.auth import ServerConfig
 from charpack.comfy.client import ComfyClient
+from charpack.comfy.events import Event, Executed
+from charpack.comfy.stream import EventStream
 from charpack.pack.jobs import expand
 from charpack.pack.packfile import load_pack
 from charpack.run.runner import run_pack
 from tests.comfy.server import ComfyServer
+from tests.server.test_downloads_hostile import one_job_pack, refused_run
 from tests.server.test_nodes_server import AVA_FRONT, fresh_picture, run
 from tests.server.test_run_pack import check_folder, manifest, options, write_pack
+from tests.support.hostile_comfy import HostileComfy
 
 pytestmark = pytest.mark.server
 
@@ -102,13 +112,15 @@ def test_an_earlier_runs_file_under_the_same_name_is_never_recorded(
     assert manifest(out)["jobs"].keys() == jobs.keys()
 
 
-def saver_graph(face: str, name: str) -> dict[str, Any]:
-    return {
+def saver_graph(face: str, name: str, **changes: Any) -> dict[str, Any]:
+    graph = {
         "load": {"class_type": "LoadImage", "inputs": {"image": face}},
         "save": {"class_type": "CharpackSavePack", "inputs": {
             "images": ["load", 0], "pack": "again", "scene": "same", "name": name, "seed": 3,
             "parameters": "", "compress_level": 1}},
     }  # fmt: skip
+    graph["save"]["inputs"].update(changes)
+    return graph
 
 
 def test_the_same_graph_queued_again_writes_and_serves_its_own_files(
@@ -122,7 +134,7 @@ def test_the_same_graph_queued_again_writes_and_serves_its_own_files(
         second = run(client, graph).raise_for_status()  # identical: every input cached
         for result in (first, second):
             refs = {ref.key: ref for ref in result.outputs}
-            image, sidecar = refs["images"], refs["sidecars"]
+            image, sidecar = refs["pack_images"], refs["sidecars"]
             assert result.prompt_id in image.filename and result.prompt_id in sidecar.filename
             raw, meta = client.fetch_sidecar(
                 sidecar, prompt_id=result.prompt_id, image=image.filename, not_found_s=30
@@ -130,3 +142,100 @@ def test_the_same_graph_queued_again_writes_and_serves_its_own_files(
             got = client.download(image, tmp_path / f"{result.prompt_id}.png", not_found_s=30)
             assert meta["prompt_id"] == result.prompt_id and meta["sha256"] == got.sha256
     assert first.outputs != second.outputs
+    folder = Path(comfy_server.output_dir) / "again" / "same"
+    stem = graph["save"]["inputs"]["name"]
+    assert sorted(p.name for p in folder.glob(f"{stem}.*.png")) == sorted(
+        f"{stem}.{r.prompt_id}.png" for r in (first, second)
+    )  # two prompts, two pack files
+
+
+def test_overwrite_gives_one_file_which_the_later_prompt_replaces(
+    comfy_server: ComfyServer, tmp_path: Path
+) -> None:
+    config = ServerConfig.from_url(comfy_server.url, env={})
+    name = f"cover-{uuid.uuid4().hex[:6]}"
+    with ComfyClient(config=config) as client:
+        face = client.upload_image(fresh_picture(AVA_FRONT, tmp_path)).image_value
+        graph = saver_graph(face, name, overwrite=True)
+        first = run(client, graph).raise_for_status()
+        second = run(client, graph).raise_for_status()
+        refs = {ref.key: ref for ref in second.outputs}
+        assert refs["pack_images"].filename == f"{name}.png"
+        assert refs["sidecars"].filename == f"{name}.json"
+        assert {r.filename for r in first.outputs} == {r.filename for r in second.outputs}
+        # The first prompt's sidecar may still be in place a moment: waited out, then it is ours.
+        _raw, meta = client.fetch_sidecar(
+            refs["sidecars"], prompt_id=second.prompt_id, image=f"{name}.png", not_found_s=30
+        )
+        got = client.download(refs["pack_images"], tmp_path / "cover.png")
+    assert meta["sha256"] == got.sha256 and meta["file"] == f"{name}.png"
+    folder = Path(comfy_server.output_dir) / "again" / "same"
+    assert sorted(p.name for p in folder.iterdir() if p.name.startswith(name)) == [
+        f"{name}.json",
+        f"{name}.png",
+    ]  # one file, no second name, no temporary file left
+
+
+def test_the_editor_preview_is_complete_on_disk_when_the_executed_message_arrives(
+    comfy_server: ComfyServer, tmp_path: Path
+) -> None:
+    config = ServerConfig.from_url(comfy_server.url, env={})
+    seen: dict[str, Any] = {}
+    arrived = threading.Event()
+    prompt_id = str(uuid.uuid4())
+
+    def on_event(event: Event) -> None:
+        # Runs on the stream's thread as the message arrives: read the files at that moment.
+        if isinstance(event, Executed) and event.prompt_id == prompt_id and event.node == "save":
+            seen["output"] = event.output
+            seen["previews"] = [
+                (Path(comfy_server.temp_dir) / ref["subfolder"] / ref["filename"]).read_bytes()
+                for ref in event.output["images"]
+            ]
+            arrived.set()
+
+    big = tmp_path / f"big-{uuid.uuid4().hex[:8]}.png"
+    with Image.open(AVA_FRONT) as picture:
+        picture.convert("RGB").resize((1200, 1800)).save(big)
+    with ComfyClient(config=config) as client, EventStream(config=config) as stream:
+        stream.subscribe(on_event)
+        face = client.upload_image(big).image_value
+        graph = saver_graph(face, f"preview-{uuid.uuid4().hex[:6]}")
+        client.submit(graph, prompt_id=prompt_id, client_id=stream.client_id)
+        result = client.fetch_result(prompt_id, retry_s=300)
+        assert result is not None and result.raise_for_status()
+        assert arrived.wait(60), "no executed message for the saver"
+        (ref,) = seen["output"]["images"]
+        assert ref["type"] == "temp" and ref["subfolder"] == "charpack/again/same"
+        assert ref["filename"] == f"{graph['save']['inputs']['name']}.{prompt_id}.png"
+        (data,) = seen["previews"]
+        Image.open(io.BytesIO(data)).verify()  # whole: every chunk and CRC present
+        with Image.open(io.BytesIO(data)) as preview:
+            assert preview.size == (683, 1024)  # 1200x1800 with the long side 1024
+        # The editor reads it through /view, as it names it.
+        served = requests.get(f"{comfy_server.url}/view", params=ref, timeout=30)
+        assert served.status_code == 200 and served.content == data
+        (pack_image,) = seen["output"]["pack_images"]
+        assert pack_image["type"] == "output" and pack_image["subfolder"] == "again/same"
+        got = client.download(
+            next(r for r in result.outputs if r.key == "pack_images"), tmp_path / "full.png",
+            not_found_s=30,
+        )  # fmt: skip
+    with Image.open(got.path) as full:
+        assert full.size == (1200, 1800)  # the pack file keeps every pixel
+
+
+def test_a_server_whose_older_saver_lists_pack_files_under_images_only_is_refused(
+    tmp_path: Path,
+) -> None:
+    pack, job = one_job_pack(tmp_path)
+    subfolder = f"{pack.name}/cafe"
+    server = HostileComfy(
+        outputs=lambda pid: server.saver_outputs(pid, subfolder, job.stem, older=True)
+    )
+    with server:
+        errors = refused_run(pack, server, tmp_path / "out")
+    assert any(
+        "lists its files under 'images' only" in e and "Update the server's charpack nodes" in e
+        for e in errors
+    ), errors

@@ -105,7 +105,7 @@ def test_macro_node_and_orchestrator_json_give_identical_full_size_pixels(
             (score_node,) = [n for n, ui in result.ui.items() if "scores" in ui]
             scores[kind] = result.ui[score_node]["scores"]
             refs = {ref.key: ref for ref in result.outputs}
-            png = client.download(refs["images"], tmp_path / f"{kind}.png")
+            png = client.download(refs["pack_images"], tmp_path / f"{kind}.png")
             sidecar = client.download(refs["sidecars"], tmp_path / f"{kind}.json")
             assert json.loads(sidecar.path.read_text())["sha256"] == png.sha256
             pixels[kind] = png.path
