@@ -37,7 +37,10 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-workflows_app = typer.Typer(help="Generated workflow JSON (workflows/api/).", no_args_is_help=True)
+workflows_app = typer.Typer(
+    help="Generated workflow JSON (workflows/api/, workflows/ui/, example_workflows/).",
+    no_args_is_help=True,
+)
 
 
 def _version() -> str:
@@ -166,20 +169,33 @@ def workflows_export(
     ] = False,
     directory: Annotated[
         Path, typer.Option("--dir", help="Where the generated API workflows live.")
-    ] = Path("workflows/api"),
+    ] = workflow_files.API_DIR,
+    ui_directory: Annotated[
+        Optional[Path],  # noqa: UP045 - typer needs Optional on 3.10
+        typer.Option("--ui-dir", help="Where the UI workflows live (default: ui/ beside --dir)."),
+    ] = None,
+    examples_directory: Annotated[
+        Path,
+        typer.Option("--examples-dir", help="The node pack's example_workflows/ folder."),
+    ] = workflow_files.EXAMPLES_DIR,
 ) -> None:
-    """Regenerate workflows/api/*.json from the pipelines module (or check for drift)."""
+    """Regenerate workflows/api/ and workflows/ui/ from the pipelines module and the node pack's
+    example_workflows/ (or check them all for drift)."""
+    ui_directory = ui_directory or directory.parent / "ui"
+    generated = workflow_files.generate_all(directory, ui_directory, examples_directory)
     if check:
-        problems = workflow_files.check(directory)
+        problems = [p for d, files in generated.items() for p in workflow_files.check(d, files)]
         if problems:
             for line in problems:
                 err_console.print(f"[red]drift[/] {escape(line)}")
             err_console.print("fix: run `charpack workflows export` and commit the result")
             raise typer.Exit(1)
-        console.print(f"[green]ok[/] {directory} matches the pipelines module")
+        shown = ", ".join(str(d) for d in generated)
+        console.print(f"[green]ok[/] {shown} match what charpack generates")
         return
-    written = workflow_files.export(directory)
-    console.print(f"{len(written)} file(s) updated in {directory}")
+    for target, files in generated.items():
+        written = workflow_files.export(target, files)
+        console.print(f"{len(written)} file(s) updated in {target}")
 
 
 def main() -> None:

@@ -5,8 +5,8 @@ The editor (ComfyUI frontend 1.32.9) rounds a number it loads into a FLOAT or IN
 widget cannot hold becomes another value, and the prompt queued from the editor carries it: the
 InstantID ``noise`` preset 0.35 became 0.3 (reference/graph-editor.md §11). So every widget input
 of every node of every graph charpack emits (every example pack's jobs as ``charpack plan``
-writes them, and ``workflows/api/``) is checked against the recorded ``/object_info``, and so is
-every default of charpack's own nodes.
+writes them, ``workflows/api/`` and the node pack's example graphs) is checked against the
+recorded ``/object_info``, and so is every default of charpack's own nodes.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from charpack.check import widget_values
+from charpack.check import node_examples, widget_values, workflows
 from charpack.check.widget_values import changed_widgets, loaded, survives
 from charpack.comfy.objectinfo import InputSpec, ObjectInfo
 from charpack_nodes.ops.specs import SETTINGS
@@ -78,6 +78,12 @@ def emitted_graphs() -> dict[str, dict]:
             graphs[f"plan {pack_file.name}: {name}"] = graph  # type: ignore[assignment]
     for path in sorted((REPO / "workflows" / "api").glob("*.json")):
         graphs[f"workflows/api/{path.name}"] = json.loads(path.read_text())
+    graphs["example whole pipeline"] = node_examples.whole_pipeline(workflows.EXAMPLE, INFO)
+    for stage in node_examples.STAGE_NODES:
+        graphs[f"example stage {stage}"] = node_examples.stage_alone(stage, workflows.EXAMPLE, INFO)
+    graphs["example identity test"] = node_examples.identity_test(
+        workflows.identity_test_specs(), INFO
+    )
     return graphs
 
 
