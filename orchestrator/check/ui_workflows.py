@@ -78,6 +78,10 @@ def widget_names(specs: list[InputSpec]) -> list[str | None]:
     """Name per ``widgets_values`` position (None: a control-after-generate entry)."""
     names: list[str | None] = []
     for spec in specs:
+        if spec.type == "COMBO" and spec.options.get("control_after_generate"):
+            # The frontend gives such a combo two extra widgets (control and filter); no node
+            # charpack emits has one, so refuse rather than misplace every later value.
+            raise ValueError(f"{spec.name}: a combo with control_after_generate is not supported")
         if spec.is_widget:
             names.append(spec.name)
             if has_control(spec):
