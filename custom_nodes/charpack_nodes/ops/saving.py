@@ -2,8 +2,8 @@
 
 Why: core ``SaveImage`` converts and PNG-encodes on the execution thread, so a 3328×4864 image
 costs the GPU seconds of idle time per job (``bench/SAVE.md``). Here the node hands a
-:class:`SaveJob` (the image tensor or array, paths, metadata) to one lazily started daemon
-thread and returns at once. The thread converts to 8 bit, encodes (``png.encode_png``), hashes,
+:class:`SaveJob` (the 8-bit pixels, or a tensor, paths, metadata) to one lazily started daemon
+thread and returns. The thread converts a tensor to 8 bit, encodes (``png.encode_png``), hashes,
 writes the PNG under a temporary name and renames it into place (a reader never sees half a
 file), then writes the ``<stem>.json`` sidecar the same way, LAST: a sidecar that names the
 prompt proves its image is complete and is that prompt's. A client that reads ``/history``
