@@ -18,9 +18,10 @@ Names are checked by ``ops/paths.py`` (nothing can be written outside the output
 On the execution thread the node only converts each image to 8 bit and writes its editor
 preview (``ops/preview.py``: long side <= 1024 px, atomically, into ComfyUI's temp folder);
 encoding and writing the full image happen on the background writer of ``ops/saving.py``.
-Measured for one 3328x4864 CPU image on the 2-core CI machine: the node returns in about
-110 ms (100-150 ms; 60-100 ms of it the 8-bit conversion the writer did before, 55 ms the
-preview), against 2-4 s for a full encode on the execution thread (``bench/SAVE.md``). UI
+Measured for one 3328x4864 CPU image on the project's 2-core machine: the node returns in
+about 110 ms (100-150 ms at load 1, median 150 ms at load 2.5; 55-100 ms of it the 8-bit
+conversion the writer did before, 55-80 ms the preview with its pruning), against seconds for a
+full encode on the execution thread (``bench/SAVE.md``). UI
 output: ``images`` the previews (type ``temp``: complete when the editor hears of them),
 ``pack_images`` the full-size files and ``sidecars`` their sidecars (type ``output``; a client
 reading ``/history`` waits out the writer's renames, see ``ops/saving.py``).
@@ -31,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import re
 import uuid
 from dataclasses import replace
@@ -290,7 +292,11 @@ def _write_preview(pixels: Any, target: paths.PackPaths) -> bool:
     """Write the editor preview; False (logged) when the temp folder refuses it: a missing
     preview must never cost the pack file."""
     try:
-        preview.write_preview(pixels, target)
+        preview.write_preview(
+            pixels,
+            target,
+            root=os.path.join(folder_paths.get_temp_directory(), paths.PREVIEW_FOLDER),
+        )
     except OSError as error:
         log.error(
             "%s: preview %s not written (%s); the pack image is still saved. Check that "

@@ -295,6 +295,32 @@ def test_a_small_image_is_its_own_preview_pixel_for_pixel(
     assert fresh_writer.flush(60)
 
 
+def test_only_the_newest_previews_are_kept_so_a_long_run_never_fills_the_disk(
+    comfy_dirs: ComfyDirs, fresh_writer: saving.BackgroundWriter, temp_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    from charpack_nodes.ops import preview
+
+    monkeypatch.setattr(preview, "MAX_KEPT", 3)
+    unrelated = temp_dir / "ComfyUI_temp_abcde_00001_.png"  # core PreviewImage's: not ours
+    unrelated.parent.mkdir(parents=True)
+    unrelated.write_bytes(b"core preview")
+    os.utime(unrelated, ns=(0, 0))
+    names = []
+    for i in range(5):
+        out = save(str(uuid.uuid4()), name=f"run{i}", scene=f"scene{i % 2}")
+        (ref,) = out.ui["images"]
+        path = temp_dir / ref["subfolder"] / ref["filename"]
+        assert path.is_file()  # the one just named is always there
+        names.append(path)
+        os.utime(path, ns=(i * 10**9, i * 10**9))  # ages in order, whatever the clock's tick
+    kept = sorted(p for p in (temp_dir / "charpack").rglob("*") if p.is_file())
+    assert kept == sorted(names[2:])
+    assert unrelated.read_bytes() == b"core preview"
+    assert fresh_writer.flush(60)
+    assert len(list(comfy_dirs.output.rglob("*.png"))) == 5  # the pack files are all kept
+
+
 def test_overwrite_writes_exactly_the_name_and_replaces_an_earlier_prompts_files(
     comfy_dirs: ComfyDirs, fresh_writer: saving.BackgroundWriter
 ) -> None:

@@ -8,6 +8,9 @@ then bilinear), PNG-encoded at level 1 (``png.encode_png``) and written atomical
 name, rename: ``saving.atomic_write``) on the execution thread. For a 3328x4864 image this
 costs about 60 ms of CPU on top of the 8-bit conversion the saver needs anyway (numbers in
 ``nodes_save.py``). No metadata: the pack file is the one that keeps the workflow.
+Bounded: only the newest :data:`MAX_KEPT` previews stay (a pack run of thousands of images
+would otherwise fill the pod's disk with temp files ComfyUI clears only at start-up); the
+editor fetches a preview as soon as its node has run, long before it is among the oldest.
 Pillow and numpy only; no ComfyUI, no torch.
 """
 
@@ -24,6 +27,7 @@ from .saving import atomic_write
 
 MAX_SIDE = 1024
 PREVIEW_LEVEL = 1
+MAX_KEPT = 256  # previews kept under temp/charpack/: ~1.4 MB each for a photograph, ~360 MB
 
 
 def downscale(pixels: np.ndarray, max_side: int = MAX_SIDE) -> np.ndarray:
@@ -41,8 +45,32 @@ def downscale(pixels: np.ndarray, max_side: int = MAX_SIDE) -> np.ndarray:
     return small[:, :, None] if small.ndim == 2 else small
 
 
-def write_preview(pixels: np.ndarray, target: PackPaths) -> None:
-    """Write the preview of ``pixels`` to ``target.png``, whole or not at all."""
+def write_preview(pixels: np.ndarray, target: PackPaths, *, root: str) -> None:
+    """Write the preview of ``pixels`` to ``target.png``, whole or not at all, then remove the
+    oldest previews under ``root`` beyond :data:`MAX_KEPT`."""
     data = encode_png(np.ascontiguousarray(downscale(pixels)), compress_level=PREVIEW_LEVEL)
     os.makedirs(target.folder, exist_ok=True)
     atomic_write(target.png, data)
+    prune(root, keep=MAX_KEPT)
+
+
+def prune(root: str, *, keep: int) -> None:
+    """Remove all but the ``keep`` newest ``.png`` files under ``root`` (others' files and
+    temporary ``.part`` files are left alone; a file another saver removed first is skipped)."""
+    found: list[tuple[int, str]] = []
+    for folder, _dirs, names in os.walk(root):
+        for name in names:
+            if name.endswith(".png") and not name.startswith("."):
+                path = os.path.join(folder, name)
+                try:
+                    found.append((os.stat(path).st_mtime_ns, path))
+                except FileNotFoundError:
+                    continue
+    if len(found) <= keep:
+        return
+    found.sort()
+    for _mtime, path in found[: len(found) - keep]:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
