@@ -11,9 +11,11 @@ from typing import Any
 import pytest
 import requests
 
+from charpack.comfy.auth import ServerConfig
+from charpack.comfy.client import ComfyClient
 from tests.comfy.install import REPO
 from tests.comfy.server import ComfyServer
-from tests.server.test_nodes_server import fresh_picture
+from tests.server.test_nodes_server import fresh_picture, run
 
 pytestmark = pytest.mark.server
 
@@ -60,7 +62,7 @@ def only_error(node_errors: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.fixture
-def face(comfy_server: ComfyServer, tmp_path: Path) -> str:
+def face(comfy_server: ComfyServer) -> str:
     return fresh_picture(AVA_FRONT, comfy_server.input_dir).name
 
 
@@ -100,14 +102,10 @@ def test_two_wrong_files_are_two_errors_each_under_its_input(comfy_server: Comfy
     assert names == ["ckpt_name", "face_image"]
 
 
-def test_the_right_files_pass_validation(comfy_server: ComfyServer, face: str) -> None:
-    answer = requests.post(
-        comfy_server.url + "/prompt",
-        json={"prompt": graph(character(face, face_image_2=face)), "client_id": "t"},
-        timeout=30,
-    )
-    assert answer.status_code == 200, answer.text
-    assert answer.json()["node_errors"] == {}
+def test_the_right_files_pass_validation_and_run(comfy_server: ComfyServer, face: str) -> None:
+    with ComfyClient(config=ServerConfig(url=comfy_server.url)) as client:
+        result = run(client, graph(character(face, face_image_2=face)))
+    result.raise_for_status()
 
 
 def test_the_editor_is_served_the_packs_web_extension(comfy_server: ComfyServer) -> None:
