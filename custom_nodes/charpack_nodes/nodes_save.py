@@ -11,9 +11,11 @@ ComfyUI's (the executing context; a UUID chosen by the orchestrator, or by the s
 batch), each replacing an earlier file by an atomic rename.
 PNG text chunks: ``parameters`` (A1111 style, what image hosts read), ``prompt`` and ``workflow``
 as ComfyUI writes them (left out under ``--disable-metadata``), ``seed`` and ``score``. ``seed``
-and ``parameters`` are socket-only inputs (a pipeline node's outputs, or the orchestrator's
-literal values): the editor shows no seed widget of its own to randomise. Unconnected, the
-sidecar records ``seed: null`` and the PNG has no ``parameters`` or ``seed`` chunk.
+and ``parameters`` come from a pipeline node's outputs in the editor and as literal values from
+the orchestrator; they are widgets (an API workflow's literals survive the editor, which drops a
+literal given to a socket-only input) without "control after generate", so the editor never
+randomises the recorded seed. Unconnected (seed -1, parameters empty), the sidecar records
+``seed: null`` and the PNG has no ``parameters`` or ``seed`` chunk.
 Names are checked by ``ops/paths.py`` (nothing can be written outside the output folder).
 On the execution thread the node only converts each image to 8 bit and writes its editor
 preview (``ops/preview.py``: long side <= 1024 px, atomically, into ComfyUI's temp folder);
@@ -57,6 +59,8 @@ _COMPRESS_RANGE = bounds(OutputSpec, "compress_level")
 # extra_pnginfo keys that look like credentials never reach a file (clients put workflow there).
 _SECRET_KEY = re.compile(r"(?i)(api[_-]?key|token|secret|passw|auth|credential)")
 
+
+NO_SEED = -1  # the seed widget's default: no seed to record
 
 _OWN_KEYS = frozenset({"parameters", "prompt", "seed", "score"})
 
@@ -172,19 +176,25 @@ class CharpackSavePack(io.ComfyNode):
                     "replacing the files an earlier prompt wrote there (atomically: never half a "
                     "file).",
                 ),
+                # Widgets, so an API workflow's literal values survive the editor (it drops a
+                # literal given to a socket-only input), but never a seed the editor randomises:
+                # control_after_generate is off. In the editor, connect the pipeline node's
+                # seed and parameters outputs to them.
                 io.Int.Input(
                     "seed",
-                    min=0,
+                    default=NO_SEED,
+                    min=NO_SEED,
                     max=params.MAX_SEED,
                     optional=True,
-                    force_input=True,
+                    control_after_generate=False,
                     tooltip="Seed to record in the metadata and the sidecar: connect a "
-                    "pipeline node's seed output (left unconnected, the sidecar records null).",
+                    "pipeline node's seed output (-1, the default: none recorded).",
                 ),
                 io.String.Input(
                     "parameters",
+                    default="",
+                    multiline=True,
                     optional=True,
-                    force_input=True,
                     tooltip="Generation parameters text (A1111 style) for the PNG metadata, "
                     "which image hosts read: connect a pipeline node's parameters output.",
                 ),
@@ -242,6 +252,8 @@ class CharpackSavePack(io.ComfyNode):
             raise ValueError(f"{NODE}: {error}") from None
         if not overwrite:
             targets = [replace(t, stem=f"{t.stem}.{tag}") for t in targets]
+        if seed is not None and seed < 0:
+            seed = None  # NO_SEED: nothing connected, nothing recorded
         hidden = cls.hidden
         text = png_text(
             parameters=parameters or "", seed=seed, score=score,

@@ -48,6 +48,8 @@ def recordable(live: dict[str, Any]) -> dict[str, Any]:
         for section in nodes[node]["input"].values():
             for name in names:
                 if name in section:
+                    if isinstance(section[name][0], list):  # a file list as the type itself
+                        section[name][0] = []
                     options = section[name][1]
                     options["options"] = []
                     options.pop("default", None)
@@ -197,10 +199,16 @@ def test_an_unknown_checkpoint_is_refused_before_anything_runs_with_the_choices(
         client.submit(graph, prompt_id=str(uuid.uuid4()), client_id="t")
     lines = caught.value.node_messages["char"]
     assert lines and all(line.startswith("[CharpackCharacter] ") for line in lines)
-    assert (
-        "CharpackCharacter: checkpoint 'juggernautXL.safetensors' is not in models/checkpoints "
-        "(available: bigLoveXL.safetensors); put the file there or pick one of those"
-    ) in str(caught.value)
+    # ComfyUI's own list check (the checkpoint combo is a file list), once, under its input;
+    # the missing face is its own line.
+    checkpoint = [line for line in lines if "ckpt_name" in line]
+    assert checkpoint == [
+        "[CharpackCharacter] ckpt_name: 'juggernautXL.safetensors' is not an allowed value; "
+        "the server has: bigLoveXL.safetensors."
+    ], lines
+    assert len(lines) == 2 and any(
+        "face_image" in line and "whatever.png" in line for line in lines
+    )
 
 
 def test_a_reference_without_a_face_fails_with_the_fix(client: ComfyClient, tmp_path: Path) -> None:

@@ -292,7 +292,8 @@ IDENTITY_GATE = NodeSpec(
 SAVE_PACK = NodeSpec(
     "CharpackSavePack",
     CHARPACK,
-    ("images", "pack", "scene", "name", "seed", "parameters", "compress_level"),
+    ("images", "pack", "scene", "name", "compress_level"),
+    optional_widgets=("overwrite", "seed", "parameters"),
     optional_links=("score",),
     output_node=True,
 )

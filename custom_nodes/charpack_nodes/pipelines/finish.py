@@ -71,6 +71,7 @@ def add_output(g: Graph, spec: PipelineSpec, image: Source, score: Link | None) 
             seed=spec.sampler.seed,
             parameters=parameters_text(spec),
             compress_level=o.compress_level,
+            overwrite=False,  # every attempt writes its own files (names carry the prompt id)
             score=score,
         )
     elif o.save == "image":
