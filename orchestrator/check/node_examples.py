@@ -10,8 +10,8 @@ every widget (optional ones too, as the editor sends them) starts at its recorde
 takes the spec's value where the node has that input; Identity score takes its faces from the
 Character node when it has a ``character`` input (else from a LoadImage of the first face);
 Save pack takes ``seed`` and ``parameters`` from the macro's outputs of those names when it has
-them, else as the values the orchestrator sends. Face images are named by their file name, as a
-user uploads them.
+them; otherwise (Upscale has none: its image was made elsewhere) they keep the saver's defaults.
+Face images are named by their file name, as a user uploads them.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from typing import Any
 from charpack.comfy.objectinfo import ObjectInfo
 from charpack_nodes.ops.specs import NONE_CHOICE, SETTINGS
 from charpack_nodes.pipelines import PipelineSpec, catalog, evolve
-from charpack_nodes.pipelines.prompts import parameters_text
 
 from .ui_workflows import default_of, ordered_inputs
 
@@ -101,10 +100,8 @@ def _save(g: _Graph, node_id: str, spec: PipelineSpec, image: list[Any], macro: 
         "scene": spec.output.scene,
         "name": spec.output.name,
         "compress_level": spec.output.compress_level,
-        "seed": spec.sampler.seed,
-        "parameters": parameters_text(spec),
     }
-    for name in PASSED_ON:
+    for name in PASSED_ON:  # from the macro that made the image, else the saver's default
         link = g.output(macro, name) if macro else None
         if link is not None and g.has_input(SAVE, name):
             values[name] = link

@@ -13,6 +13,12 @@ makes of it). Which inputs are widgets, their order and the outputs come from th
   upload button at the end, whose value is ``"image"``;
 * links are ``[id, origin, origin_slot, target, target_slot, type]``.
 
+A literal on a socket-only input (``forceInput``, e.g. Save pack's ``seed`` and ``parameters``,
+which the orchestrator fills in) cannot sit on a socket in the editor, so it becomes a core
+Primitive node linked to it; a seed's Primitive also drives every seed widget of the same value,
+so what the editor records is the seed it used. :func:`resolve_primitives` turns those links
+back into values: ``resolve_primitives(to_api(to_ui(graph)))`` is ``graph``.
+
 Node ids become 1, 2, …; charpack's stable id stays in ``properties["charpack_id"]``. The layout
 is layered: a node's column is its longest path from a source, nodes of one column are stacked in
 the order of their ids (so a stage's nodes sit together).
@@ -33,6 +39,10 @@ SEED_NAMES = ("seed", "noise_seed")  # the frontend adds a control to these even
 UPLOAD_FLAGS = ("image_upload", "video_upload", "animated_image_upload")
 UPLOAD_WIDGET = ("upload", "image")  # the upload button: its name and serialized value
 ID_PROPERTY = "charpack_id"
+# The core node holding a literal that has only a socket to go to, by the input's type.
+PRIMITIVES = {"INT": "PrimitiveInt", "FLOAT": "PrimitiveFloat", "BOOLEAN": "PrimitiveBoolean"}
+PRIMITIVE_TEXT = ("PrimitiveString", "PrimitiveStringMultiline")
+PRIMITIVE_INPUT = "value"
 NAMESPACE = uuid.UUID("1b0c7e58-6a38-4f47-9d55-5b6f0d1e2c3a")  # uuid5 ids: stable files
 
 COLUMN_GAP, ROW_GAP, WIDTH, WIDE = 60, 40, 320, 400
@@ -128,8 +138,69 @@ def _size(specs: list[InputSpec], outputs: int) -> list[int]:
     return [WIDE if multiline else WIDTH, height + MULTILINE_H * multiline]
 
 
-def to_ui(graph: Mapping[str, Any], info: ObjectInfo, *, name: str) -> dict[str, Any]:
+def _primitive_type(spec: InputSpec, value: Any) -> str:
+    if spec.type == "STRING":
+        return PRIMITIVE_TEXT[bool(spec.options.get("multiline")) or "\n" in str(value)]
+    if spec.type not in PRIMITIVES:
+        raise ValueError(f"{spec.name}: no Primitive node holds a {spec.type} literal")
+    return PRIMITIVES[spec.type]
+
+
+def with_primitives(graph: Mapping[str, Any], info: ObjectInfo) -> dict[str, Any]:
+    """``graph`` with each literal on a socket-only input moved into a Primitive node.
+
+    The Primitive's id is ``<node id>.<input>`` of the first input it feeds; one Primitive per
+    (input name, value), and a seed's also feeds the seed widgets holding the same value.
+    """
+    out = {
+        node_id: {**node, "inputs": dict(node.get("inputs", {}))} for node_id, node in graph.items()
+    }
+    made: dict[tuple[str, str], str] = {}
+    for node_id in sorted(graph):
+        node_info = info.get(graph[node_id]["class_type"])
+        assert node_info is not None
+        for name, value in sorted(graph[node_id].get("inputs", {}).items()):
+            spec = node_info.inputs.get(name)
+            if spec is None or spec.is_widget or not spec.accepts_literal or _is_link(value):
+                continue
+            key = (name, json.dumps(value))
+            if key not in made:
+                made[key] = f"{node_id}.{name}"
+                primitive = {
+                    "class_type": _primitive_type(spec, value),
+                    "inputs": {PRIMITIVE_INPUT: value},
+                }
+                out[made[key]] = primitive
+            out[node_id]["inputs"][name] = [made[key], 0]
+    for (name, value), primitive_id in made.items():
+        if name not in SEED_NAMES:
+            continue
+        for node_id, node in graph.items():
+            for field, given in node.get("inputs", {}).items():
+                if field in SEED_NAMES and json.dumps(given) == value:
+                    out[node_id]["inputs"][field] = [primitive_id, 0]
+    return out
+
+
+def resolve_primitives(graph: Mapping[str, Any]) -> dict[str, Any]:
+    """The inverse of :func:`with_primitives`: links from Primitive nodes become their values."""
+    kinds = {*PRIMITIVES.values(), *PRIMITIVE_TEXT}
+    primitives = {n for n, node in graph.items() if node["class_type"] in kinds}
+    resolved = {}
+    for node_id, node in graph.items():
+        if node_id in primitives:
+            continue
+        inputs = {
+            k: graph[v[0]]["inputs"][PRIMITIVE_INPUT] if _is_link(v) and v[0] in primitives else v
+            for k, v in node["inputs"].items()
+        }
+        resolved[node_id] = {**node, "inputs": inputs}
+    return resolved
+
+
+def to_ui(api: Mapping[str, Any], info: ObjectInfo, *, name: str) -> dict[str, Any]:
     """The UI workflow of an API graph (``name`` makes the workflow's id)."""
+    graph = with_primitives(api, info)
     columns = _columns(graph)
     order = sorted(graph, key=lambda n: (columns[n], n))
     number = {node_id: i + 1 for i, node_id in enumerate(sorted(graph))}

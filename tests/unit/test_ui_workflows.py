@@ -6,7 +6,8 @@ The converter (``charpack.check.ui_workflows``) writes the editor's own format f
 tier's test (tests/browser/test_editor_workflows.py). Here: the files are what the code
 generates (``charpack workflows export --check``), every link and slot is consistent, the
 frontend-only widget entries are where the frontend puts them, charpack's node ids are kept, and
-reading the file the way ``graphToPrompt`` does gives back the API graph exactly.
+reading the file the way ``graphToPrompt`` does gives back the API graph exactly (its literals on
+socket-only inputs through core Primitive nodes).
 """
 
 from __future__ import annotations
@@ -82,11 +83,55 @@ def test_check_reports_a_drifted_ui_file_and_export_repairs_it(tmp_path: Path) -
     assert runner.invoke(app, [*export_args(*dirs), "--check"]).exit_code == 0
 
 
+def omitted_widgets(graph: dict[str, Any]) -> list[tuple[str, str, Any]]:
+    """(node, input, recorded default) of each optional widget an API graph leaves out: the
+    editor always sends it, so the file and the editor's prompt differ there."""
+    missing = []
+    for node_id, node in sorted(graph.items()):
+        for spec in ui_workflows.ordered_inputs(INFO, node["class_type"]):
+            if spec.is_widget and spec.name not in node["inputs"]:
+                missing.append((node_id, spec.name, ui_workflows.default_of(spec)))
+    return missing
+
+
 @pytest.mark.parametrize("name", sorted(TWINS))
 def test_reading_the_ui_file_like_the_editor_gives_its_api_graph(name: str) -> None:
     path, graph = TWINS[name]
-    workflow = json.loads(path.read_text())
-    assert ui_workflows.to_api(workflow, INFO) == graph
+    read = ui_workflows.to_api(json.loads(path.read_text()), INFO)
+    assert ui_workflows.resolve_primitives(read) == graph
+
+
+@pytest.mark.parametrize("name", sorted(TWINS))
+def test_every_graph_sends_every_widget_the_editor_sends(name: str) -> None:
+    """An optional widget left out of an API graph is one the editor's prompt adds (at the
+    widget's default, which need not be the Python default the server applies)."""
+    _path, graph = TWINS[name]
+    assert omitted_widgets(graph) == []
+
+
+def test_a_literal_on_a_socket_becomes_a_primitive_that_also_drives_equal_seeds() -> None:
+    # A node whose seed and text are sockets only (forceInput), beside samplers' seed widgets.
+    sink = {"input": {"required": {
+        "seed": ["INT", {"forceInput": True}], "text": ["STRING", {"forceInput": True}],
+    }}, "output": [], "output_name": [], "input_order": {"required": ["seed", "text"]}}  # fmt: skip
+    info = ObjectInfo({**INFO.raw, "Sink": sink}, source="test")
+    graph = json.loads((API_DIR / "full.json").read_text())
+    seed = graph["base.sampler"]["inputs"]["seed"]
+    graph["sink"] = {"class_type": "Sink", "inputs": {"seed": seed, "text": "a\nb"}}
+    moved = ui_workflows.with_primitives(graph, info)
+    assert moved["sink"]["inputs"] == {"seed": ["sink.seed", 0], "text": ["sink.text", 0]}
+    assert moved["sink.seed"] == {"class_type": "PrimitiveInt", "inputs": {"value": seed}}
+    assert moved["sink.text"]["class_type"] == "PrimitiveStringMultiline"
+    fed = sorted(n for n, node in moved.items() if node["inputs"].get("seed") == ["sink.seed", 0])
+    same = sorted(n for n, node in graph.items() if node["inputs"].get("seed") == seed)
+    assert fed == same and len(fed) >= 4  # the sink, the base sampler and both detailers
+    assert ui_workflows.resolve_primitives(moved) == graph
+    workflow = ui_workflows.to_ui(graph, info, name="test")
+    read = ui_workflows.resolve_primitives(
+        ui_workflows.to_api(json.loads(json.dumps(workflow)), info)
+    )
+    samplers = [n for n in same if graph[n]["class_type"] in ("KSampler", "FaceDetailer", "Sink")]
+    assert {n: read[n] for n in samplers} == {n: graph[n] for n in samplers}
 
 
 @pytest.mark.parametrize("name", sorted(TWINS))
