@@ -232,15 +232,15 @@ class Editor:
             arg=[start, count],
             timeout=RUN_TIMEOUT_MS * count,
         )
-        seen = self.events(start)
+        seen = [e for e in self.events(start) if isinstance(e.get("detail"), dict)]
         order = []
         for event in seen:
-            prompt_id = (event.get("detail") or {}).get("prompt_id")
+            prompt_id = event["detail"].get("prompt_id")
             if event["type"] == "execution_start" and prompt_id not in order:
                 order.append(prompt_id)
         runs = []
         for prompt_id in order:
-            events = [e for e in seen if (e.get("detail") or {}).get("prompt_id") == prompt_id]
+            events = [e for e in seen if e["detail"].get("prompt_id") == prompt_id]
             if any(
                 e["type"] != "execution_success"
                 for e in events

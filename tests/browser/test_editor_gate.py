@@ -1,0 +1,44 @@
+"""The identity gate in the editor: a batch queued from the editor saves only the images whose
+identity score reaches the gate's threshold; the others stop at the gate and their prompts still
+succeed."""
+
+from __future__ import annotations
+
+from tests.browser.editor import Editor
+from tests.browser.graphs import build, character_chain
+from tests.browser.test_editor_run import history
+from tests.comfy.server import ComfyServer
+
+THRESHOLD = 0.9  # between the stand-in pipeline's scores (about 0.7-0.99 by seed)
+
+
+def test_an_editor_batch_saves_only_the_on_identity_images(
+    editor: Editor, editor_server: ComfyServer
+) -> None:
+    editor.clear()
+    nodes, links = character_chain(name="gated", width=256, height=384, seed=3)
+    nodes["gate"] = ("CharpackIdentityGate", {"threshold": THRESHOLD})
+    links = [link for link in links if link[2] != "save" or link[3] not in ("images",)]
+    links += [
+        ("score", "images", "gate", "images"),
+        ("score", "score", "gate", "score"),
+        ("gate", "images", "save", "images"),
+    ]
+    ids = build(editor, nodes, links)
+    runs = editor.queue_batch(4)
+    assert len(runs) == 4
+    for run in runs:
+        record = history(editor_server, run["prompt_id"])
+        assert record["status"]["status_str"] == "success"
+        outputs = record["outputs"]
+        score = min(outputs[ids["score"]]["scores"])
+        passed = outputs[ids["gate"]]["passed"] == [True]
+        assert passed == (score >= THRESHOLD), (score, outputs[ids["gate"]])
+        saved = ids["save"] in outputs and bool(outputs[ids["save"]].get("pack_images"))
+        assert saved == passed, (score, sorted(outputs))
+    # The gate's verdict is shown on the node.
+    texts = editor.js(
+        """(id) => (app.graph.getNodeById(id).widgets || []).map(w => String(w.value))""",
+        ids["gate"],
+    )
+    assert any(("passed" in t or "blocked" in t) for t in texts), texts
