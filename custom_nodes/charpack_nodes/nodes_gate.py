@@ -21,12 +21,12 @@ from .nodes_identity import insightface_root, reference_pictures
 from .ops import identity
 from .ops.images import rgb_uint8
 from .pipelines import CharacterSpec, IdentitySpec, catalog
+from .pipelines.scene import IDENTITY_THRESHOLD
 from .widgets import Character
 
 NODE = catalog.IDENTITY_GATE.class_type
-# The pack file's default identity.threshold (orchestrator/pack/model.py, IdentityModel), which
-# the node pack cannot import; tests/nodes/test_nodes_gate.py keeps the two equal.
-THRESHOLD = 0.45
+# The pack file's default identity.threshold too (orchestrator/pack/model.py reads the same one).
+THRESHOLD = IDENTITY_THRESHOLD
 _PRESET = IdentitySpec()
 
 

@@ -254,6 +254,7 @@ class CharpackSavePack(io.ComfyNode):
             targets = [replace(t, stem=f"{t.stem}.{tag}") for t in targets]
         if seed is not None and seed < 0:
             seed = None  # NO_SEED: nothing connected, nothing recorded
+        parameters = parameters or None
         hidden = cls.hidden
         text = png_text(
             parameters=parameters or "", seed=seed, score=score,

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from charpack_nodes.pipelines import params as P
 from charpack_nodes.pipelines.params import shown
+from charpack_nodes.pipelines.scene import IDENTITY_THRESHOLD
 
 from .settings import Settings
 from .uploads import Upload
@@ -68,7 +69,7 @@ class SceneModel(_Strict):
 
 class IdentityModel(_Strict):
     enabled: bool = True
-    threshold: float = 0.45
+    threshold: float = IDENTITY_THRESHOLD
     max_attempts: int = 3
     model_pack: str = P.IdentitySpec.model_pack
     provider: str = P.IdentitySpec.provider

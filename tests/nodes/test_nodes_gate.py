@@ -10,6 +10,7 @@ import pytest
 
 from charpack_nodes.nodes_gate import THRESHOLD, CharpackIdentityGate
 from charpack_nodes.ops import specs
+from charpack_nodes.pipelines.scene import IDENTITY_THRESHOLD
 from tests.comfy.standins import faces
 from tests.nodes.helpers import ComfyDirs, call_node, face_picture, stranger, to_tensor
 
@@ -28,15 +29,16 @@ def blocked(out: object) -> bool:
 
 
 def test_the_threshold_preset_is_the_pack_files_identity_threshold() -> None:
-    # The orchestrator's IdentityModel.threshold (a pydantic model the node pack cannot import).
+    # The orchestrator's IdentityModel.threshold names the same constant (one value for both).
     tree = ast.parse((REPO / "orchestrator" / "pack" / "model.py").read_text(encoding="utf-8"))
     (model,) = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "IdentityModel"]
     (field,) = [
         n for n in model.body if isinstance(n, ast.AnnAssign) and n.target.id == "threshold"
     ]
-    assert ast.literal_eval(field.value) == THRESHOLD
+    assert isinstance(field.value, ast.Name) and field.value.id == "IDENTITY_THRESHOLD"
+    assert THRESHOLD == IDENTITY_THRESHOLD
     info = CharpackIdentityGate.GET_NODE_INFO_V1()
-    assert info["input"]["required"]["threshold"][1]["default"] == THRESHOLD
+    assert info["input"]["required"]["threshold"][1]["default"] == IDENTITY_THRESHOLD
 
 
 def test_a_score_at_the_threshold_passes_the_images_unchanged() -> None:

@@ -373,14 +373,30 @@ def test_without_seed_and_parameters_the_sidecar_says_null_and_the_png_has_neith
     assert set(info) == {"prompt"}  # no parameters, no seed: nothing is made up
 
 
-def test_seed_and_parameters_are_sockets_and_overwrite_is_an_optional_switch() -> None:
+def test_seed_and_parameters_are_never_randomised_and_overwrite_is_an_optional_switch() -> None:
     info = CharpackSavePack.GET_NODE_INFO_V1()["input"]
     assert list(info["required"]) == ["images", "pack", "scene", "name", "compress_level"]
     optional = info["optional"]
     assert optional["overwrite"][0] == "BOOLEAN" and optional["overwrite"][1]["default"] is False
-    for name, kind in (("seed", "INT"), ("parameters", "STRING"), ("score", "FLOAT")):
-        assert optional[name][0] == kind and optional[name][1]["forceInput"] is True, name
-    assert "control_after_generate" not in optional["seed"][1]  # nothing for the editor to roll
+    # Widgets (an API workflow's literal survives the editor) the editor never rolls: the
+    # frontend adds "control after generate" to an INT named seed unless told false.
+    assert optional["seed"][0] == "INT" and optional["seed"][1]["default"] == -1
+    assert optional["seed"][1]["control_after_generate"] is False
+    assert optional["parameters"][0] == "STRING" and optional["parameters"][1]["default"] == ""
+    assert optional["score"][0] == "FLOAT" and optional["score"][1]["forceInput"] is True
+
+
+def test_the_widgets_left_at_their_defaults_record_no_seed_and_no_parameters(
+    comfy_dirs: ComfyDirs, fresh_writer: saving.BackgroundWriter
+) -> None:
+    # What the editor sends for an unconnected seed and parameters: their widgets' defaults.
+    save(name="defaults", seed=-1, parameters="", score=None)
+    assert fresh_writer.flush(60)
+    folder = comfy_dirs.output / "lookbook" / "harbour"
+    sidecar = json.loads((folder / f"defaults.{PID}.json").read_text())
+    assert sidecar["seed"] is None and sidecar["parameters"] is None
+    _pixels, info = read_png(folder / f"defaults.{PID}.png")
+    assert "seed" not in info and "parameters" not in info
 
 
 def test_a_slow_disk_makes_the_saver_wait_instead_of_piling_up_images(

@@ -60,6 +60,11 @@ class PoseSpec:
         _range("pose.canny_high", self.canny_high, 0.01, 0.99)
 
 
+# The lowest identity score an image may have: the pack file's default ``identity.threshold``
+# (orchestrator/pack/model.py) and the Identity gate node's preset, one value for both.
+IDENTITY_THRESHOLD = 0.45
+
+
 @dataclass(frozen=True)
 class IdentitySpec:
     """Server-side ArcFace score of the final image against the face references."""
