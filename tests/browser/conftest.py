@@ -2,7 +2,8 @@
 
 - ``editor_server`` (session): a ComfyUI 0.3.75 test server that serves the real frontend 1.32.9
   (``tests/comfy/frontend.py``) with charpack's node pack, the stand-ins, the tiny models and the
-  example character's face as ``input/face.png`` (what ``workflows/api/*.json`` load).
+  example character's face as ``input/face.png`` (what ``workflows/api/*.json`` load) and a
+  picture of her as ``input/input.png`` (what the stage-alone workflows start from).
 - ``browser`` (session): Debian's Chromium, installed when missing, driven by Playwright.
 - ``editor``: a fresh page of the editor, loaded and ready (``tests/browser/editor.py``).
 - ``artefacts``: the folder screenshots go to (``$CHARPACK_ARTEFACTS`` or ``.artefacts/`` in
@@ -29,6 +30,7 @@ from tests.comfy.install import REPO, ComfyEnv
 from tests.comfy.server import ComfyServer, start_server
 
 FACE = REPO / "examples" / "faces" / "ava_front.png"
+STAGE_INPUT = REPO / "examples" / "faces" / "ava_three_quarter.png"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--use-gl=swiftshader",
                  "--enable-unsafe-swiftshader"]  # fmt: skip
 VIEWPORT = {"width": 1920, "height": 1080}
@@ -62,6 +64,8 @@ def editor_server(
     base = tmp_path_factory.mktemp("comfy-editor")
     (base / "input").mkdir()
     shutil.copyfile(FACE, base / "input" / "face.png")
+    # What the stage-alone workflows start from (workflows/api/stage-*.json, the examples).
+    shutil.copyfile(STAGE_INPUT, base / "input" / "input.png")
     server = start_server(base, env=comfy_env, frontend=ensure_frontend())
     # A first visit opens the Templates browser over the canvas; tests open it when they mean to.
     request = urllib.request.Request(
