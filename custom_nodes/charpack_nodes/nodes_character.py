@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-from typing import Any
 
 import folder_paths
 from comfy_api.latest import io
@@ -25,24 +24,12 @@ from comfy_api.latest import io
 from .ops import specs
 from .pipelines import LoraSpec, ParameterError, catalog
 from .pipelines.checks import bounds
-from .widgets import Character
+from .widgets import Character, ListedCombo
 
 NODE = "CharpackCharacter"
 _C = specs.DEFAULTS.character
 _LORA = _C.lora or LoraSpec()  # the widgets show the preset LoRA's strength
 _LORA_RANGE = bounds(LoraSpec, "strength_model")  # model and clip share one widget
-
-
-class ListedCombo(io.Combo.Input):
-    """A combo whose type is its list of choices, as a V1 loader declares its file combo.
-
-    ComfyUI 0.3.75 checks a value against a combo's choices only when the type is that list
-    (execution.py ``validate_inputs``: ``isinstance(input_type, list)``); a V3 combo's type is
-    the string ``"COMBO"`` and is never checked. The frontend reads both forms as a dropdown.
-    """
-
-    def get_io_type(self) -> Any:
-        return list(self.options)
 
 
 def _input_images() -> list[str]:

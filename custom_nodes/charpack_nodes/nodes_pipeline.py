@@ -24,11 +24,9 @@ from typing import Any, ClassVar
 
 from comfy_api.latest import io
 
-from .ops import specs
 from .pipelines import (
     Built,
     CharacterSpec,
-    ParameterError,
     PipelineSpec,
     build_pipeline,
     parameters_text,
@@ -37,13 +35,11 @@ from .pipelines import build_stage as _build_stage
 from .pipelines import catalog as C
 from .widgets import (
     character_input,
-    check_upscale_model,
     expand,
     image_input,
     image_output,
     prompt_inputs,
     setting,
-    settings_error,
     spec_or_error,
 )
 
@@ -126,30 +122,6 @@ class _Macro(io.ComfyNode):
             hidden=[io.Hidden.unique_id],
             enable_expand=True,
         )
-
-    @classmethod
-    def validate_inputs(
-        cls,
-        sampler_name: str | None = None,
-        scheduler: str | None = None,
-        instantid_mode: str | None = None,
-        upscale_model: str | None = None,
-    ) -> bool | str:
-        # ComfyUI 0.3.75 checks the numeric ranges (the widgets carry the parameter types'
-        # ranges) but not V3 combos: check those here, before any GPU time is spent.
-        for name, value in (
-            ("sampler_name", sampler_name),
-            ("scheduler", scheduler),
-            ("instantid_mode", instantid_mode),
-        ):
-            if value is not None and name in cls.SETTINGS:
-                try:
-                    specs.pipeline_spec(**{name: value})
-                except ParameterError as error:
-                    return settings_error(cls.NODE, error)
-        if "upscale_model" in cls.SETTINGS:
-            return check_upscale_model(cls.NODE, upscale_model)
-        return True
 
     @classmethod
     def execute(cls, **values: Any) -> io.NodeOutput:

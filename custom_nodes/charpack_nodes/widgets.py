@@ -24,6 +24,19 @@ from .pipelines.checks import bounds
 
 log = logging.getLogger("charpack_nodes.macros")
 
+
+class ListedCombo(io.Combo.Input):
+    """A combo whose type is its list of choices, as a V1 loader declares its file combo.
+
+    ComfyUI 0.3.75 checks a value against a combo's choices only when the type is that list
+    (execution.py ``validate_inputs``: ``isinstance(input_type, list)``); a V3 combo's type is
+    the string ``"COMBO"`` and is never checked. The frontend reads both forms as a dropdown.
+    """
+
+    def get_io_type(self) -> Any:
+        return list(self.options)
+
+
 # Carries a pipelines.CharacterSpec from CharpackCharacter to the macro nodes.
 Character = io.Custom("CHARPACK_CHARACTER")
 
@@ -71,8 +84,10 @@ def setting(name: str, *, optional: bool = False) -> io.Input:
             tooltip=tip,
             optional=optional,
         )
+    # Combos whose type is their list, so ComfyUI itself refuses a wrong value before anything
+    # runs, once and under that input (a validate_inputs error is filed under every argument).
     if name == "sampler_name":
-        return io.Combo.Input(
+        return ListedCombo(
             name,
             options=list(params.SAMPLER_NAMES),
             default=default,
@@ -80,11 +95,11 @@ def setting(name: str, *, optional: bool = False) -> io.Input:
             optional=optional,
         )
     if name == "scheduler":
-        return io.Combo.Input(
+        return ListedCombo(
             name, options=list(params.SCHEDULERS), default=default, tooltip=tip, optional=optional
         )
     if name == "instantid_mode":
-        return io.Combo.Input(
+        return ListedCombo(
             name,
             options=list(params.INSTANTID_MODES),
             default=default,
@@ -92,7 +107,7 @@ def setting(name: str, *, optional: bool = False) -> io.Input:
             optional=optional,
         )
     if name == "upscale_model":
-        return io.Combo.Input(
+        return ListedCombo(
             name,
             options=folder_paths.get_filename_list(catalog.FOLDER_UPSCALE_MODELS),
             default=default,
@@ -199,18 +214,6 @@ def spec_or_error(node: str, **values: Any) -> Any:
         return specs.pipeline_spec(**values)
     except ParameterError as error:
         raise ValueError(settings_error(node, error)) from None
-
-
-def check_upscale_model(node: str, name: str | None) -> bool | str:
-    """validate_inputs helper: the upscale model must be a file the server has."""
-    available = folder_paths.get_filename_list(catalog.FOLDER_UPSCALE_MODELS)
-    if name is None or name in available:
-        return True
-    shown = ", ".join(available[:10]) or "none"
-    return (
-        f"{node}: upscale model {name!r} is not in models/upscale_models (available: "
-        f"{shown}); put the file there or pick one of those"
-    )
 
 
 def expand(node: str, unique_id: Any, build: Callable[[str], Built]) -> io.NodeOutput:

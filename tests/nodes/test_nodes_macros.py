@@ -33,6 +33,7 @@ from charpack_nodes.pipelines import (
     build_pipeline,
     build_stage,
     parameters_text,
+    params,
 )
 from tests.nodes.helpers import ComfyDirs, call_node, face_picture
 
@@ -252,14 +253,18 @@ def test_two_macros_in_one_prompt_never_share_node_ids(character: CharacterSpec)
     assert {i.split(".", 1)[1] for i in first.expand} == {i.split(".", 1)[1] for i in second.expand}
 
 
-def test_a_wrong_sampler_is_refused_before_running_naming_node_and_input() -> None:
-    message = CharpackPipeline.validate_inputs(sampler_name="euler_magic", scheduler="karras")
-    assert message == (
-        "CharpackPipeline: sampler_name: must be one of 42 names such as euler, euler_cfg_pp, "
-        "euler_ancestral, euler_ancestral_cfg_pp, heun, heunpp2; got 'euler_magic'; change that "
-        "input"
-    )
-    assert CharpackFaceDetailer.validate_inputs(sampler_name="euler", scheduler="karras") is True
+def test_the_macros_choices_are_lists_comfyui_checks_itself() -> None:
+    # A combo whose type is its list is refused by ComfyUI before anything runs, once and under
+    # its input; a V3 "COMBO" is not checked, and a validate_inputs error is filed under every
+    # argument of the method (tests/server/test_character_validation.py sees both).
+    for macro in (CharpackPipeline, CharpackFaceDetailer):
+        info = macro.GET_NODE_INFO_V1()["input"]["required"]
+        assert info["sampler_name"][0] == list(params.SAMPLER_NAMES)
+        assert info["scheduler"][0] == list(params.SCHEDULERS)
+        own = [k for k in macro.__mro__ if k.__module__.startswith("charpack_nodes")]
+        assert not any("validate_inputs" in vars(k) for k in own)
+    pipeline = CharpackPipeline.GET_NODE_INFO_V1()["input"]["required"]
+    assert pipeline["instantid_mode"][0] == list(params.INSTANTID_MODES)
 
 
 def test_an_out_of_range_value_that_reaches_a_macro_names_node_and_input(
@@ -287,13 +292,9 @@ def test_an_out_of_range_value_that_reaches_a_macro_names_node_and_input(
     )
 
 
-def test_unknown_upscale_model_is_refused_with_the_files_the_server_has(
-    comfy_dirs: ComfyDirs,
-) -> None:
-    message = CharpackUpscale.validate_inputs(upscale_model="8x-Magic.pth")
-    assert isinstance(message, str)
-    assert "CharpackUpscale" in message and "8x-Magic.pth" in message
-    assert "4x-UltraSharp.pth" in message and "models/upscale_models" in message
+def test_the_upscale_model_choice_lists_the_files_the_server_has(comfy_dirs: ComfyDirs) -> None:
+    info = CharpackUpscale.GET_NODE_INFO_V1()["input"]["required"]["upscale_model"]
+    assert isinstance(info[0], list) and "4x-UltraSharp.pth" in info[0]
 
 
 def test_a_macro_without_a_character_node_says_what_to_connect() -> None:

@@ -94,6 +94,30 @@ def test_every_other_wrong_file_is_reported_once_under_its_own_input(
     assert error["details"].startswith(f"{name}: '{value}' not in ")
 
 
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("sampler_name", "euler_magic"), ("scheduler", "fastest"), ("upscale_model", "8x-Magic.pth")],
+)
+def test_a_macros_wrong_choice_is_reported_once_under_its_own_input(
+    comfy_server: ComfyServer, face: str, name: str, value: str
+) -> None:
+    prompt = graph(character(face))
+    if name == "upscale_model":  # on the node that has one
+        up = {"image": ["base", 0], "upscale_model": value, "output_scale": 1.0}
+        prompt["up"] = {"class_type": "CharpackUpscale", "inputs": up}
+        prompt["show"]["inputs"]["images"] = ["up", 0]  # only what reaches an output is checked
+        node = "up"
+    else:
+        prompt["base"]["inputs"][name] = value
+        node = "base"
+    node_errors = rejected(comfy_server, prompt)
+    assert list(node_errors) == [node]
+    (error,) = node_errors[node]["errors"]
+    assert error["type"] == "value_not_in_list"
+    assert error["extra_info"]["input_name"] == name
+    assert error["details"].startswith(f"{name}: '{value}' not in ")
+
+
 def test_two_wrong_files_are_two_errors_each_under_its_input(comfy_server: ComfyServer) -> None:
     node_errors = rejected(
         comfy_server, graph(character("gone.png", ckpt_name="juggernautXL.safetensors"))
@@ -113,6 +137,7 @@ def test_the_editor_is_served_the_packs_web_extension(comfy_server: ComfyServer)
     ours = sorted(path for path in listed if path.startswith("/extensions/charpack_nodes/"))
     assert ours == [
         "/extensions/charpack_nodes/identity.js",
+        "/extensions/charpack_nodes/png_workflow.js",
         "/extensions/charpack_nodes/uploads.js",
     ]
     web = REPO / "custom_nodes" / "charpack_nodes" / "web"
