@@ -94,6 +94,8 @@ def browser() -> Iterator[Browser]:
 @pytest.fixture
 def editor(browser: Browser, editor_server: ComfyServer) -> Iterator[Editor]:
     context = browser.new_context(viewport=VIEWPORT)  # type: ignore[arg-type]
+    # The "Introducing Nodes 2.0" banner, dismissed as a user dismisses it (localStorage).
+    context.add_init_script("localStorage.setItem('vueNodesBannerDismissed', 'true')")
     page = context.new_page()
     try:
         yield Editor(page=page, url=editor_server.url).open()

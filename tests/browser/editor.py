@@ -62,6 +62,21 @@ _RECORDER = """() => {
 }"""
 
 
+# Frame the canvas on some nodes (all when none are named), leaving room for the editor's bars.
+_FIT = """(ids) => {
+  const all = app.graph._nodes;
+  const nodes = ids.length ? ids.map(i => app.graph.getNodeById(i)) : all;
+  const boxes = nodes.filter(Boolean).map(n => n.getBounding());
+  const x0 = Math.min(...boxes.map(b => b[0]));
+  const y0 = Math.min(...boxes.map(b => b[1]));
+  const x1 = Math.max(...boxes.map(b => b[0] + b[2]));
+  const y1 = Math.max(...boxes.map(b => b[1] + b[3]));
+  // Room for the editor's bars at the top.
+  app.canvas.ds.fitToBounds([x0, y0 - 60, x1 - x0, y1 - y0 + 90], {zoom: 0.92});
+  app.canvas.setDirty(true, true);
+}"""
+
+
 @dataclass
 class Editor:
     """One page of the real editor; ``url`` is the test server's."""
@@ -252,24 +267,25 @@ class Editor:
         return runs
 
     def screenshot(self, path: Path, *, node_ids: list[str] | None = None) -> Path:
-        """A picture of the canvas (framed on ``node_ids`` when given), for artefacts and docs."""
+        """A picture of the editor, the canvas fitted to ``node_ids`` (all nodes when empty)
+        (the frontend's ``fitToBounds`` over their bounding boxes), for artefacts and docs."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        if node_ids:
+        if node_ids is not None:
             self.js(
-                """(ids) => {
-                  const nodes = ids.map(i => app.graph.getNodeById(i)).filter(Boolean);
-                  const xs = nodes.flatMap(n => [n.pos[0], n.pos[0] + n.size[0]]);
-                  const ys = nodes.flatMap(n => [n.pos[1] - 40, n.pos[1] + n.size[1]]);
-                  const [x0, x1, y0, y1] = [Math.min(...xs), Math.max(...xs),
-                                            Math.min(...ys), Math.max(...ys)];
-                  const ds = app.canvas.ds;
-                  const w = app.canvas.canvas.width, h = app.canvas.canvas.height;
-                  ds.scale = Math.min(1.2, 0.9 * Math.min(w / (x1 - x0), h / (y1 - y0)));
-                  ds.offset = [w / ds.scale / 2 - (x0 + x1) / 2, h / ds.scale / 2 - (y0 + y1) / 2];
-                  app.canvas.setDirty(true, true);
-                }""",
+                _FIT,
                 node_ids,
             )
+        # Every picture a node was sent is on it, loaded (the editor loads a node's picture when
+        # it first draws the node, so only after the view is set).
+        self.page.wait_for_function(
+            """() => app.graph._nodes.every(n => {
+                 const out = app.nodeOutputs && app.nodeOutputs[String(n.id)];
+                 if (!out || !out.images || !out.images.length) return true;
+                 return n.imgs && n.imgs.length && n.imgs.every(i => i.complete);
+               })"""
+        )
+        if node_ids is not None:  # again: a loaded picture makes its node taller
+            self.js(_FIT, node_ids)
         self.js("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
         self.page.screenshot(path=str(path))
         return path
