@@ -66,7 +66,8 @@ def _view(url: str, image: dict[str, str]) -> bytes:
 def _save_outputs(url: str, prompt_id: str, stem: str, out: Path) -> None:
     entry = _history(url, prompt_id)
     for node_output in entry["outputs"].values():
-        for i, image in enumerate(node_output.get("images", [])):
+        # Save pack lists its full-size files under pack_images (its images are previews).
+        for i, image in enumerate(node_output.get("pack_images") or node_output.get("images", [])):
             name = f"{stem}.png" if i == 0 else f"{stem}_{i:02d}.png"
             (out / name).write_bytes(_view(url, image))
 

@@ -46,24 +46,29 @@ def relaunch(argv: list[str]) -> int:
                                     str(REPO / "custom_nodes")]),
         **{INSIDE: "1"},
     )  # fmt: skip
-    command = [str(env_info.python), str(Path(__file__).resolve()), *argv]
+    # -P: bench/ must not come first on sys.path, or bench/nodes (the bench's own node pack)
+    # shadows ComfyUI's nodes module.
+    command = [str(env_info.python), "-P", str(Path(__file__).resolve()), *argv]
     return subprocess.call(command, cwd=REPO, env=env)
 
 
-def photo_like(seed: int = 0):  # type: ignore[no-untyped-def]
+def photo_like(seed: int = 0, size: tuple[int, int] = (WIDTH, HEIGHT)):  # type: ignore[no-untyped-def]
     import torch
     import torch.nn.functional as F
 
+    width, height = size
     g = torch.Generator().manual_seed(seed)
-    low = torch.rand(1, 3, HEIGHT // 64, WIDTH // 64, generator=g)
-    image = F.interpolate(low, size=(HEIGHT, WIDTH), mode="bicubic", align_corners=False)
-    mid = torch.rand(1, 3, HEIGHT // 8, WIDTH // 8, generator=g) * 0.15
-    image += F.interpolate(mid, size=(HEIGHT, WIDTH), mode="bilinear", align_corners=False)
-    image += torch.randn(1, 3, HEIGHT, WIDTH, generator=g) * (2.0 / 255)
+    low = torch.rand(1, 3, height // 64, width // 64, generator=g)
+    image = F.interpolate(low, size=(height, width), mode="bicubic", align_corners=False)
+    mid = torch.rand(1, 3, height // 8, width // 8, generator=g) * 0.15
+    image += F.interpolate(mid, size=(height, width), mode="bilinear", align_corners=False)
+    image += torch.randn(1, 3, height, width, generator=g) * (2.0 / 255)
     return image.clamp(0, 1).permute(0, 2, 3, 1).contiguous()
 
 
-def measure(repeats: int) -> list[tuple[str, dict[str, float]]]:
+def measure(
+    repeats: int, size: tuple[int, int] = (WIDTH, HEIGHT)
+) -> list[tuple[str, dict[str, float]]]:
     from comfy.cli_args import args
 
     args.cpu = True  # as the server runs here (--cpu); must be set before nodes is imported
@@ -76,7 +81,7 @@ def measure(repeats: int) -> list[tuple[str, dict[str, float]]]:
 
     work = Path(tempfile.mkdtemp(prefix="charpack-bench-"))
     folder_paths.set_output_directory(str(work))
-    image = photo_like()
+    image = photo_like(size=size)
     prompt = {"1": {"class_type": "CharpackPipeline", "inputs": {"seed": 1}}}
     pnginfo = {"workflow": {"nodes": [], "links": []}}
     hidden = {io.Hidden.prompt: prompt, io.Hidden.extra_pnginfo: pnginfo}
@@ -105,7 +110,7 @@ def measure(repeats: int) -> list[tuple[str, dict[str, float]]]:
                 parameters="bench",
                 compress_level=level,
             )
-            item = out.ui["images"][0]
+            item = out.ui["pack_images"][0]  # UI "images" is the editor's preview
             return work / item["subfolder"] / item["filename"]
 
         return save
@@ -176,12 +181,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--no-write", action="store_true", help="print only")
+    parser.add_argument(
+        "--size", default=f"{WIDTH}x{HEIGHT}", help="WxH of the image (smaller: a smoke run)"
+    )
     args = parser.parse_args()
     if os.environ.get(INSIDE) != "1":
         raise SystemExit(relaunch(sys.argv[1:]))
-    rows = measure(args.repeats)
+    width, height = (int(v) for v in args.size.lower().split("x"))
+    rows = measure(args.repeats, (width, height))
     body = table(rows, args.repeats)
     print(body)  # noqa: T201
+    if not args.no_write and (width, height) != (WIDTH, HEIGHT):
+        raise SystemExit("bench/SAVE.md holds 3328x4864 figures: add --no-write for other sizes")
     if not args.no_write:
         header = OUT.read_text().split("<!-- results -->")[0] if OUT.exists() else ""
         OUT.write_text(

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -88,3 +90,17 @@ def test_the_runner_posts_prepared_graphs_to_the_bench_node_and_retries_with_the
     steps = [e.data for e in events if e.kind == "step"]
     for key in ("studio/001", "studio/002"):
         assert [s["value"] for s in steps if s["job"] == key][-4:] == [1, 2, 3, 4]
+
+
+def test_the_save_benchmark_runs_both_savers_side_by_side() -> None:
+    # A small image and one repeat: the script's parts (both nodes' own code inside the ComfyUI
+    # environment), not its numbers. bench/nodes once shadowed ComfyUI's nodes module here.
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "save_cost.py"), "--repeats", "1", "--no-write",
+         "--size", "256x384"],
+        capture_output=True, text=True, timeout=600, cwd=REPO, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| core") or
+            line.startswith("| CharpackSavePack")]  # fmt: skip
+    assert len(rows) == 5 and all(" MiB |" in row for row in rows), done.stdout
