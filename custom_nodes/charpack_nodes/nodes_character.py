@@ -24,7 +24,7 @@ from comfy_api.latest import io
 from .ops import specs
 from .pipelines import LoraSpec, ParameterError, catalog
 from .pipelines.checks import bounds
-from .widgets import Character, ListedCombo
+from .widgets import Character, ListedCombo, widget_round
 
 NODE = "CharpackCharacter"
 _C = specs.DEFAULTS.character
@@ -87,6 +87,7 @@ class CharpackCharacter(io.ComfyNode):
                     min=_LORA_RANGE[0],
                     max=_LORA_RANGE[1],
                     step=0.05,
+                    round=widget_round(0.05),
                     tooltip="LoRA strength on model and clip; 0.7 lets the model "
                     "breathe (1.0 was too rigid).",
                 ),
