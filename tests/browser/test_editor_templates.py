@@ -15,7 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from charpack.check.ui_workflows import resolve_primitives, to_api
+from charpack.comfy.objectinfo import ObjectInfo
 from tests.browser.editor import Editor
+from tests.browser.test_editor_workflows import by_charpack_id, same_inputs
 from tests.comfy.install import REPO
 from tests.comfy.server import ComfyServer
 
@@ -62,6 +65,9 @@ def test_each_example_loads_from_the_templates_folder_and_runs(
     assert served == json.loads(path.read_text())
     editor.clear()
     editor.load_ui(served)  # type: ignore[arg-type]
+    # What Run will send is exactly the graph the file describes (charpack's own reading of it).
+    expected = resolve_primitives(to_api(served, ObjectInfo.recorded()))  # type: ignore[arg-type]
+    assert same_inputs(by_charpack_id(editor, editor.to_prompt()["output"]), expected) == []
     done = editor.queue()
     assert any(e["type"] == "execution_success" for e in done["events"])
     editor.screenshot(artefacts / f"example-{path.stem}.png", node_ids=editor.node_ids())

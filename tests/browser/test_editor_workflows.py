@@ -43,6 +43,23 @@ def same_inputs(exported: dict[str, Any], original: dict[str, Any]) -> list[str]
     return problems
 
 
+def by_charpack_id(editor: Editor, exported: dict[str, Any]) -> dict[str, Any]:
+    """The editor's export with its node numbers replaced by charpack's stable ids, which each
+    node of a charpack UI workflow keeps in ``properties.charpack_id``, links included."""
+    ids = editor.js(
+        """() => Object.fromEntries(app.graph._nodes.map(n =>
+             [String(n.id), n.properties && n.properties.charpack_id]))"""
+    )
+    renamed = {}
+    for number, node in exported.items():
+        inputs = {
+            k: [ids[str(v[0])], v[1]] if isinstance(v, list) and len(v) == 2 else v
+            for k, v in node["inputs"].items()
+        }
+        renamed[ids[number]] = {"class_type": node["class_type"], "inputs": inputs}
+    return renamed
+
+
 @pytest.mark.parametrize("path", API, ids=[p.name for p in API])
 def test_every_api_workflow_survives_the_editor_input_by_input(editor: Editor, path: Path) -> None:
     original = json.loads(path.read_text())
@@ -55,19 +72,7 @@ def test_every_api_workflow_survives_the_editor_input_by_input(editor: Editor, p
 def test_every_ui_workflow_gives_exactly_its_api_twin(editor: Editor, path: Path) -> None:
     twin = json.loads((REPO / "workflows" / "api" / path.name).read_text())
     editor.load_ui(json.loads(path.read_text()))
-    exported = editor.to_prompt()["output"]
-    # The editor numbers UI nodes; each node keeps charpack's stable id in its properties.
-    ids = editor.js(
-        """() => Object.fromEntries(app.graph._nodes.map(n =>
-             [String(n.id), n.properties && n.properties.charpack_id]))"""
-    )
-    renamed = {}
-    for number, node in exported.items():
-        inputs = {
-            k: [ids[str(v[0])], v[1]] if isinstance(v, list) and len(v) == 2 else v
-            for k, v in node["inputs"].items()
-        }
-        renamed[ids[number]] = {"class_type": node["class_type"], "inputs": inputs}
+    renamed = by_charpack_id(editor, editor.to_prompt()["output"])
     assert same_inputs(renamed, twin) == []
     assert editor.errors() == []
 
