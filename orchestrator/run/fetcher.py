@@ -250,7 +250,7 @@ class Fetcher:
         *,
         server: str,
         client: Callable[[], ComfyClient],
-        inbox: queue.Queue[Any],
+        inbox: queue.SimpleQueue[Any],
         folder: Path,
         gate: IdentityGate,
         rules: DownloadRules | None = None,

@@ -23,7 +23,10 @@ class RunControl:
     """Stops a run from another thread (or a signal handler): see :meth:`interrupt`."""
 
     def __init__(self) -> None:
-        self.inbox: queue.Queue[Any] = queue.Queue()
+        # A SimpleQueue: its put() may be called from a signal handler. A Queue's put() takes the
+        # lock its get() holds, so a Ctrl-C landing while the loop's main thread was inside
+        # inbox.get() deadlocked the run (seen once in a full-suite run: no "stopping" event).
+        self.inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.presses = 0
 
     def interrupt(self) -> int:

@@ -235,7 +235,7 @@ def _prepared(job: Job, build: Workflow) -> _Prepared:
 
 
 def _first_contact(
-    workers: list[ServerWorker], inbox: queue.Queue[Any], *, deadline_s: float
+    workers: list[ServerWorker], inbox: queue.SimpleQueue[Any], *, deadline_s: float
 ) -> list[Any]:
     """Wait until every server answered or failed once; raise when none can be used."""
     heard: dict[str, Any] = {}

@@ -78,7 +78,7 @@ class ServerWorker:
         self,
         *,
         config: ServerConfig,
-        inbox: queue.Queue[Any],
+        inbox: queue.SimpleQueue[Any],
         folder: Path,
         uploads: tuple[Upload, ...],
         gate: IdentityGate,
