@@ -17,9 +17,7 @@ from typing import Any
 from comfy_api.latest import io
 from comfy_execution.graph_utils import ExecutionBlocker
 
-from .nodes_identity import insightface_root, reference_pictures
-from .ops import identity
-from .ops.images import rgb_uint8
+from .nodes_identity import score_faces
 from .pipelines import CharacterSpec, IdentitySpec, catalog
 from .pipelines.scene import IDENTITY_THRESHOLD
 from .widgets import Character
@@ -101,16 +99,10 @@ class CharpackIdentityGate(io.ComfyNode):
         if score is not None:
             scores: list[float | None] = [float(score)]
         elif character is not None:
-            try:
-                scores = identity.score_images(
-                    root=insightface_root(), pack=_PRESET.model_pack, provider=_PRESET.provider,
-                    references=reference_pictures(None, character),
-                    images=[rgb_uint8(image) for image in images],
-                )  # fmt: skip
-            except (identity.NoReferenceFace, identity.ReferenceFileMissing) as error:
-                raise ValueError(f"{NODE}: {error} (input 'character')") from None
-            except identity.IdentityError as error:
-                raise ValueError(f"{NODE}: {error}") from None
+            scores = score_faces(
+                NODE, images, reference=None, character=character,
+                model_pack=_PRESET.model_pack, provider=_PRESET.provider,
+            )  # fmt: skip
         else:
             raise ValueError(
                 f"{NODE}: nothing to gate on: connect input 'score' (from an Identity score "

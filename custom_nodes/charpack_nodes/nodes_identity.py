@@ -53,6 +53,31 @@ def reference_pictures(reference: Any, character: CharacterSpec | None) -> list[
     return pictures
 
 
+def score_faces(
+    node: str,
+    images: Any,
+    *,
+    reference: Any,
+    character: CharacterSpec | None,
+    model_pack: str,
+    provider: str,
+) -> list[float | None]:
+    """Each image's score against the reference faces (``reference_pictures``), with the
+    errors as the node's ValueError naming the input(s) the faces came from."""
+    connected = (("reference", reference), ("character", character))
+    source = " and ".join(f"'{name}'" for name, value in connected if value is not None)
+    try:
+        return identity.score_images(
+            root=insightface_root(), pack=model_pack, provider=provider,
+            references=reference_pictures(reference, character),
+            images=[rgb_uint8(image) for image in images],
+        )  # fmt: skip
+    except (identity.NoReferenceFace, identity.ReferenceFileMissing) as error:
+        raise ValueError(f"{node}: {error} (input {source})") from None
+    except identity.IdentityError as error:
+        raise ValueError(f"{node}: {error}") from None
+
+
 def score_text(values: list[float | None], warnings: list[str]) -> list[str]:
     """What the node shows in the editor: the batch's lowest score, then each warning."""
     shown = ["no face" if v is None else f"{v:.3f}" for v in values]
@@ -130,18 +155,10 @@ class CharpackIdentityScore(io.ComfyNode):
                 f"{NODE}: no reference face: connect input 'character' (a Character node) or "
                 "input 'reference' (face images, e.g. from LoadImage)"
             )
-        connected = (("reference", reference), ("character", character))
-        source = " and ".join(f"'{name}'" for name, value in connected if value is not None)
-        try:
-            scores = identity.score_images(
-                root=insightface_root(), pack=model_pack, provider=provider,
-                references=reference_pictures(reference, character),
-                images=[rgb_uint8(image) for image in images],
-            )  # fmt: skip
-        except (identity.NoReferenceFace, identity.ReferenceFileMissing) as error:
-            raise ValueError(f"{NODE}: {error} (input {source})") from None
-        except identity.IdentityError as error:
-            raise ValueError(f"{NODE}: {error}") from None
+        scores = score_faces(
+            NODE, images, reference=reference, character=character, model_pack=model_pack,
+            provider=provider,
+        )  # fmt: skip
         warnings = []
         for index, score in enumerate(scores, start=1):
             if score is None:
