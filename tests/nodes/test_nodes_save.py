@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -218,21 +219,36 @@ def test_a_symlinked_pack_folder_pointing_outside_is_refused(
     assert list(elsewhere.iterdir()) == []
 
 
-def test_the_node_returns_before_the_image_is_encoded(
-    comfy_dirs: ComfyDirs, fresh_writer: saving.BackgroundWriter, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    release = threading.Event()
+@dataclass
+class HeldWriter:
+    """The background writer held before each write: ``started`` once it holds a job,
+    ``release`` lets it (and every later job) write."""
+
+    started: threading.Event
+    release: threading.Event
+
+
+@pytest.fixture
+def held_writer(monkeypatch: pytest.MonkeyPatch) -> HeldWriter:
+    held = HeldWriter(started=threading.Event(), release=threading.Event())
     real = saving.write_job
 
-    def held(job: saving.SaveJob) -> saving.Written:
-        assert release.wait(60), "test did not release the writer"
+    def write(job: saving.SaveJob) -> saving.Written:
+        held.started.set()
+        assert held.release.wait(60), "test did not release the writer"
         return real(job)
 
-    monkeypatch.setattr(saving, "write_job", held)
+    monkeypatch.setattr(saving, "write_job", write)
+    return held
+
+
+def test_the_node_returns_before_the_image_is_encoded(
+    comfy_dirs: ComfyDirs, fresh_writer: saving.BackgroundWriter, held_writer: HeldWriter
+) -> None:
     out = save(name="later")  # returns although the writer cannot write yet
     target = comfy_dirs.output / "lookbook" / "harbour" / f"later.{PID}.png"
     assert out.ui["pack_images"][0]["filename"] == target.name and not target.exists()
-    release.set()
+    held_writer.release.set()
     assert fresh_writer.flush(60)
     assert target.exists() and not list(target.parent.glob("*.part"))
 
@@ -248,16 +264,8 @@ def gradient(batch: int, height: int, width: int) -> torch.Tensor:
 
 def test_the_preview_is_whole_on_disk_when_the_node_returns_while_the_pack_file_waits(
     comfy_dirs: ComfyDirs, fresh_writer: saving.BackgroundWriter, temp_dir: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    held_writer: HeldWriter,
 ) -> None:  # fmt: skip
-    release = threading.Event()
-    real = saving.write_job
-
-    def held(job: saving.SaveJob) -> saving.Written:
-        assert release.wait(60), "test did not release the writer"
-        return real(job)
-
-    monkeypatch.setattr(saving, "write_job", held)
     big = gradient(2, 1500, 1100)
     out = save(images=big, name="big", score=None)
     refs = out.ui["images"]
@@ -277,7 +285,7 @@ def test_the_preview_is_whole_on_disk_when_the_node_returns_while_the_pack_file_
     # The pack files are still waiting for the writer, and no temporary file is left behind.
     assert not list(comfy_dirs.output.rglob("*.png"))
     assert not [p for p in temp_dir.rglob("*") if p.name.endswith(".part")]
-    release.set()
+    held_writer.release.set()
     assert fresh_writer.flush(60)
     with Image.open(comfy_dirs.output / out.ui["pack_images"][1]["subfolder"]
                     / out.ui["pack_images"][1]["filename"]) as picture:  # fmt: skip
@@ -400,26 +408,18 @@ def test_the_widgets_left_at_their_defaults_record_no_seed_and_no_parameters(
 
 
 def test_a_slow_disk_makes_the_saver_wait_instead_of_piling_up_images(
-    comfy_dirs: ComfyDirs, fresh_writer: saving.BackgroundWriter, monkeypatch: pytest.MonkeyPatch
+    comfy_dirs: ComfyDirs, fresh_writer: saving.BackgroundWriter, held_writer: HeldWriter
 ) -> None:
-    release, started = threading.Event(), threading.Event()
-    real = saving.write_job
-
-    def held(job: saving.SaveJob) -> saving.Written:
-        started.set()
-        assert release.wait(60)
-        return real(job)
-
-    monkeypatch.setattr(saving, "write_job", held)
     save(name="n0")
-    assert started.wait(60)  # the writer holds n0; the queue holds up to MAX_PENDING more
+    # The writer holds n0; the queue holds up to MAX_PENDING more.
+    assert held_writer.started.wait(60)
     for i in range(1, 1 + saving.MAX_PENDING):
         save(name=f"n{i}")
     blocked = threading.Thread(target=save, kwargs={"name": "n9"})
     blocked.start()
     blocked.join(0.5)
     assert blocked.is_alive(), "a full queue must hold the next image back"
-    release.set()
+    held_writer.release.set()
     blocked.join(60)
     assert not blocked.is_alive() and fresh_writer.flush(60)
     assert len(list((comfy_dirs.output / "lookbook" / "harbour").glob("*.png"))) == 4

@@ -168,4 +168,5 @@ def test_the_web_extension_ships_with_the_pack() -> None:
     import charpack_nodes
 
     web = Path(charpack_nodes.__file__).parent / charpack_nodes.WEB_DIRECTORY
-    assert sorted(p.name for p in web.glob("*.js")) == ["identity.js", "png_workflow.js", "uploads.js"]
+    shipped = sorted(p.name for p in web.glob("*.js"))
+    assert shipped == ["identity.js", "png_workflow.js", "uploads.js"]
