@@ -9,16 +9,21 @@ from tests.browser.graphs import build, character_chain
 from tests.browser.test_editor_run import history
 from tests.comfy.server import ComfyServer
 
-THRESHOLD = 0.9  # between the stand-in pipeline's scores (about 0.7-0.99 by seed)
+# Between the stand-in pipeline's scores for seeds 3-6 at 256x384 (about 0.97-0.996): both
+# verdicts occur, so the batch shows the gate passing and blocking.
+THRESHOLD = 0.98
+SEED = 3
 
 
 def test_an_editor_batch_saves_only_the_on_identity_images(
     editor: Editor, editor_server: ComfyServer
 ) -> None:
     editor.clear()
-    nodes, links = character_chain(name="gated", width=256, height=384, seed=3)
+    nodes, links = character_chain(name="gated", width=256, height=384, seed=SEED)
+    # Seeds SEED, SEED + 1, ...: a known mix of on- and off-identity images.
+    nodes["pipeline"][1]["control_after_generate"] = "increment"
     nodes["gate"] = ("CharpackIdentityGate", {"threshold": THRESHOLD})
-    links = [link for link in links if link[2] != "save" or link[3] not in ("images",)]
+    links = [link for link in links if link[2:] != ("save", "images")]
     links += [
         ("score", "images", "gate", "images"),
         ("score", "score", "gate", "score"),
@@ -26,7 +31,7 @@ def test_an_editor_batch_saves_only_the_on_identity_images(
     ]
     ids = build(editor, nodes, links)
     runs = editor.queue_batch(4)
-    assert len(runs) == 4
+    verdicts = []
     for run in runs:
         record = history(editor_server, run["prompt_id"])
         assert record["status"]["status_str"] == "success"
@@ -36,9 +41,12 @@ def test_an_editor_batch_saves_only_the_on_identity_images(
         assert passed == (score >= THRESHOLD), (score, outputs[ids["gate"]])
         saved = ids["save"] in outputs and bool(outputs[ids["save"]].get("pack_images"))
         assert saved == passed, (score, sorted(outputs))
-    # The gate's verdict is shown on the node.
+        verdicts.append(passed)
+    assert True in verdicts and False in verdicts, verdicts
+    # The last prompt's verdict is shown on the node.
     texts = editor.js(
         """(id) => (app.graph.getNodeById(id).widgets || []).map(w => String(w.value))""",
         ids["gate"],
     )
-    assert any(("passed" in t or "blocked" in t) for t in texts), texts
+    shown = "passed" if verdicts[-1] else "blocked"
+    assert any(t.startswith(shown) for t in texts), (verdicts, texts)
