@@ -60,7 +60,7 @@ def test_every_node_is_in_the_library_with_the_servers_widgets_defaults_and_tool
         assert page["title"] == node["display_name"], type_
         assert page["category"] == node["category"] and page["category"].startswith("charpack/")
         assert page["description"] == node["description"], type_
-        assert [o for o in page["outputs"]] == list(node["output_name"]), type_
+        assert page["outputs"] == list(node["output_name"]), type_
         values = {w["name"]: w["value"] for w in page["widgets"]}
         for name, (kind, options) in widget_inputs(node).items():
             assert name in values, f"{type_}.{name} has no widget in the editor"
