@@ -19,6 +19,8 @@ with ``error.exit_code``; nothing here logs or prints.
     ├── PackFolderError           the pack folder cannot be used as it is
     │   ├── PackFolderBusy        another charpack run holds the folder's lock
     │   └── DiskFull              the pack folder's disk is full (nothing is regenerated)
+    ├── CharacterError            a character folder, its references or its dataset are wrong
+    ├── TrainingError             a LoRA training failed or its result cannot be trusted
     └── PodError                  RunPod API / pod lifecycle problems
 """
 
@@ -135,6 +137,24 @@ class PackFolderBusy(PackFolderError):
 
 class DiskFull(PackFolderError):
     """The disk holding the pack folder is full; the run stops and nothing is regenerated."""
+
+
+class CharacterError(CharpackError):
+    """A character folder cannot be used: references that fail the checks, no dataset, a
+    curation file naming missing images. ``problems`` holds one line per problem, each naming
+    the file and the fix."""
+
+    exit_code = 2
+
+    def __init__(self, problems: Sequence[str] | str) -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class TrainingError(CharpackError):
+    """A LoRA training failed on the server (a node raised, the loss diverged) or its result
+    cannot be trusted (the downloaded file's sha256 or size differs from what the server
+    reported)."""
 
 
 class PromptNotTaken(ServerUnavailable):
