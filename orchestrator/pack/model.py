@@ -32,6 +32,9 @@ class LoraModel(_Strict):
     strength: float | None = None
     strength_model: float | None = None
     strength_clip: float | None = None
+    # The file's sha256 when charpack trained it (``charpack character train`` registers it);
+    # the local copy in the character folder's loras/ is checked against it.
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
 
 
 class CharacterModel(_Strict):
