@@ -16,6 +16,7 @@ from .nodes_gate import CharpackIdentityGate
 from .nodes_identity import CharpackIdentityScore
 from .nodes_pipeline import MACROS
 from .nodes_save import CharpackSavePack
+from .nodes_train import CharpackFaceCheck, CharpackSaveTrainedLoRA
 from .pipelines import catalog
 
 NODES: tuple[type[io.ComfyNode], ...] = (
@@ -24,6 +25,8 @@ NODES: tuple[type[io.ComfyNode], ...] = (
     CharpackIdentityScore,
     CharpackIdentityGate,
     CharpackSavePack,
+    CharpackSaveTrainedLoRA,
+    CharpackFaceCheck,
 )
 
 

@@ -153,6 +153,43 @@ IMAGE_UPSCALE_WITH_MODEL = NodeSpec(
 )
 PAG = NodeSpec("PerturbedAttentionGuidance", CORE, ("model", "scale"), _o("MODEL"))
 
+# ComfyUI 0.3.75's LoRA training nodes (comfy_extras/nodes_train.py, nodes_dataset.py), which
+# charpack's character training drives (every TrainLoraNode input is sent explicitly).
+TRAIN_LORA = NodeSpec(
+    "TrainLoraNode",
+    CORE,
+    (
+        "model",
+        "latents",
+        "positive",
+        "batch_size",
+        "grad_accumulation_steps",
+        "steps",
+        "learning_rate",
+        "rank",
+        "optimizer",
+        "loss_function",
+        "seed",
+        "training_dtype",
+        "lora_dtype",
+        "algorithm",
+        "gradient_checkpointing",
+        "existing_lora",
+    ),
+    _o("model:MODEL", "lora:LORA_MODEL", "loss_map:LOSS_MAP", "steps:INT"),
+)
+LOAD_IMAGE_TEXT_DATASET = NodeSpec(
+    "LoadImageTextDataSetFromFolder", CORE, ("folder",), _o("images:IMAGE", "texts:STRING")
+)
+MAKE_TRAINING_DATASET = NodeSpec(
+    "MakeTrainingDataset",
+    CORE,
+    ("images", "vae", "clip"),
+    _o("latents:LATENT", "conditioning:CONDITIONING"),
+    # A STRING widget in /object_info, wired from LoadImageTextDataSetFromFolder's texts.
+    optional_widgets=("texts",),
+)
+
 # --- cubiq/ComfyUI_IPAdapter_plus ------------------------------------------------------------
 
 IPADAPTER_UNIFIED_LOADER_FACEID = NodeSpec(
@@ -297,6 +334,13 @@ SAVE_PACK = NodeSpec(
     optional_links=("score",),
     output_node=True,
 )
+SAVE_TRAINED_LORA = NodeSpec(
+    "CharpackSaveTrainedLoRA",
+    CHARPACK,
+    ("lora", "loss", "steps", "name", "metadata"),
+    output_node=True,
+)
+FACE_CHECK = NodeSpec("CharpackFaceCheck", CHARPACK, ("image", "label"), output_node=True)
 
 ALL: tuple[NodeSpec, ...] = (
     CHECKPOINT_LOADER,
@@ -318,6 +362,9 @@ ALL: tuple[NodeSpec, ...] = (
     UPSCALE_MODEL_LOADER,
     IMAGE_UPSCALE_WITH_MODEL,
     PAG,
+    TRAIN_LORA,
+    LOAD_IMAGE_TEXT_DATASET,
+    MAKE_TRAINING_DATASET,
     IPADAPTER_UNIFIED_LOADER_FACEID,
     IPADAPTER_FACEID,
     INSTANTID_MODEL_LOADER,
@@ -330,6 +377,8 @@ ALL: tuple[NodeSpec, ...] = (
     IDENTITY_SCORE,
     IDENTITY_GATE,
     SAVE_PACK,
+    SAVE_TRAINED_LORA,
+    FACE_CHECK,
 )
 
 _BY_TYPE = {spec.class_type: spec for spec in ALL}
