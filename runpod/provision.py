@@ -26,6 +26,7 @@ from provision_layout import (
     check_insightface,
     link_node_pack,
     skip_download_marker,
+    training_folders,
     write_whitelist,
 )
 from provision_manifest import TOKEN_ENV, PodManifestError, load_manifest, parse_civitai_versions
@@ -140,6 +141,7 @@ def run(args: argparse.Namespace) -> int:
             )
         skip_download_marker(comfy_dir=comfy_dir, report=report)
         link_node_pack(comfy_dir=comfy_dir, repo=args.repo.resolve(), report=report)
+        training_folders(manifest=manifest, comfy_dir=comfy_dir, report=report)
     else:
         report.add("git", "node packs", "skipped", "ComfyUI itself is not in place")
 

@@ -111,3 +111,23 @@ def write_whitelist(
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
     report.add("layout", "subpack whitelist", "done", f"{len(names)} verified file(s) listed")
+
+
+def training_folders(*, manifest: PodManifest, comfy_dir: Path, report: Report) -> None:
+    """The folders a character training writes to (manifest ``[training]``): the LoRA folder
+    the pipeline's LoraLoader lists and the dataset folder the training nodes read."""
+    training = manifest.training
+    for parent, key in (("models/loras", "lora_folder"), ("input", "dataset_folder")):
+        path = comfy_dir / parent / training[key]
+        if path.is_symlink() or (path.exists() and not path.is_dir()):
+            report.add(
+                "layout", f"{parent}/{training[key]}", "failed",
+                f"{path} exists and is not a folder",
+                f"move it away (`mv {path} {path}.old`) and rerun",
+            )  # fmt: skip
+            continue
+        if path.is_dir():
+            report.add("layout", f"{parent}/{training[key]}", "ok", "present")
+            continue
+        path.mkdir(parents=True)
+        report.add("layout", f"{parent}/{training[key]}", "done", "created for training")

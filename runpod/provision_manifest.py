@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -101,6 +101,7 @@ class PodManifest:
     reserve_bytes: int
     layout: dict[str, str]
     pod: dict[str, Any]
+    training: dict[str, Any] = field(default_factory=lambda: dict(TRAINING_DEFAULTS))
 
 
 def load_manifest(path: Path) -> PodManifest:
@@ -135,6 +136,7 @@ def load_manifest(path: Path) -> PodManifest:
     for name in ("comfyui_dir", "venv_dir", "logs_dir", "state_dir", "repo_dir"):
         if not _is_relative_clean(layout.get(name, "")):
             problems.append(f"layout.{name}: must be a relative path inside the volume")
+    training = _training(raw.get("training", {}), problems)
     reserve_gb = raw.get("volume", {}).get("reserve_gb", 0)
     if not isinstance(reserve_gb, (int, float)) or reserve_gb < 0:
         problems.append("volume.reserve_gb: must be a number of GB >= 0")
@@ -157,14 +159,37 @@ def load_manifest(path: Path) -> PodManifest:
         reserve_bytes=int(reserve_gb * 1_000_000_000),
         layout=layout,
         pod=dict(raw.get("pod", {})),
+        training=training,
     )
+
+
+TRAINING_DEFAULTS: dict[str, Any] = {
+    "lora_folder": "charpack", "dataset_folder": "charpack_train", "reserve_gb": 8,
+}  # fmt: skip
+
+
+def _training(table: Any, problems: list[str]) -> dict[str, Any]:
+    """The ``[training]`` table with its defaults; folders must stay inside their parents."""
+    if not isinstance(table, dict):
+        problems.append("training: must be a table ([training])")
+        return dict(TRAINING_DEFAULTS)
+    out = {**TRAINING_DEFAULTS, **table}
+    for name, parent in (("lora_folder", "models/loras"), ("dataset_folder", "input")):
+        if not isinstance(out[name], str) or not _is_relative_clean(out[name]):
+            problems.append(f"training.{name}: a relative folder under ComfyUI/{parent}/")
+    if not isinstance(out["reserve_gb"], (int, float)) or out["reserve_gb"] < 0:
+        problems.append("training.reserve_gb: must be a number of GB >= 0")
+    unknown = sorted(set(table) - set(TRAINING_DEFAULTS))
+    if unknown:
+        problems.append(f"training: unknown key(s) {', '.join(unknown)}")
+    return out
 
 
 def _model(key: str, t: dict[str, Any], problems: list[str]) -> Model:
     where = f"models.{key}"
-    for field in ("file", "folder", "licence"):
-        if not isinstance(t.get(field), str) or not t.get(field):
-            problems.append(f"{where}.{field}: missing")
+    for name in ("file", "folder", "licence"):
+        if not isinstance(t.get(name), str) or not t.get(name):
+            problems.append(f"{where}.{name}: missing")
     file, folder = str(t.get("file", "")), str(t.get("folder", ""))
     if file and ("/" in file or file in (".", "..")):
         problems.append(f"{where}.file: a bare file name, without folders")

@@ -76,6 +76,11 @@ def test_fresh_volume_gets_pinned_code_verified_models_and_layout(
     whitelist = comfy_dir / "user/default/ComfyUI-Impact-Subpack/model-whitelist.txt"
     assert "face_yolov8m.pt" in whitelist.read_text().splitlines()
     assert run.outcome("layout", "insightface/antelopev2")["status"] == "ok"
+    # The training folders (manifest [training]): where a trained LoRA lands and the dataset
+    # the training nodes read.
+    assert (models / "loras" / "charpack").is_dir()
+    assert (comfy_dir / "input" / "charpack_train").is_dir()
+    assert run.outcome("layout", "models/loras/charpack")["status"] == "done"
     assert run.report["ok"] is True
 
 
