@@ -6,16 +6,24 @@ combos list what is in the server's model folders. The registry puts them under 
 Core nodes that merely call methods on the objects they receive (CLIPTextEncode, VAEDecode,
 VAEEncode, ControlNetApplyAdvanced, PerturbedAttentionGuidance, DifferentialDiffusion) are not
 replaced: the stand-in objects implement those methods.
+
+One checkpoint is real: ``arch=sdxl-tiny-real`` (``tinymodels.TINY_SDXL``) loads as ComfyUI's own
+``ModelPatcher`` around a tiny ``model_base.SDXL`` with the file's weights, so the real training
+nodes (``TrainLoraNode``) train it; the LoRA loaders apply a LoRA to such a model with ComfyUI's
+own code.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
 from typing import Any
 
 import comfy.model_management
+import comfy.model_patcher
+import comfy.supported_models
 import comfy.utils
 import nodes
 import torch
@@ -50,6 +58,24 @@ def require_model(model: Any, node: str) -> StandInModel:
     return model
 
 
+TINY_REAL_ARCH = "sdxl-tiny-real"  # tinymodels.TINY_SDXL_ARCH (tinymodels is not importable here)
+UNET_PREFIX = "model.diffusion_model."
+
+
+def load_tiny_real_model(info: dict[str, Any]) -> comfy.model_patcher.ModelPatcher:
+    """The file's tiny SDXL U-Net as ComfyUI builds a model: its config (from the file's
+    metadata) through ``supported_models.SDXL``, its weights, a ``ModelPatcher``."""
+    config = json.loads(info["unet_config"])
+    model = comfy.supported_models.SDXL(config).get_model({})
+    weights = comfy.utils.load_torch_file(info["path"], safe_load=True)
+    model.load_model_weights(weights, UNET_PREFIX)
+    return comfy.model_patcher.ModelPatcher(
+        model,
+        load_device=comfy.model_management.get_torch_device(),
+        offload_device=comfy.model_management.unet_offload_device(),
+    )
+
+
 class CheckpointLoaderSimple(nodes.CheckpointLoaderSimple):
     def load_checkpoint(self, ckpt_name: str) -> tuple[Any, ...]:
         info = read_model_file(
@@ -58,7 +84,10 @@ class CheckpointLoaderSimple(nodes.CheckpointLoaderSimple):
         )  # fmt: skip
         log.info("stand-in checkpoint %s loaded", ckpt_name)
         arch = info.get("arch", "sdxl")
-        return (StandInModel(ckpt_name, arch), StandInClip(ckpt_name), StandInVae(ckpt_name))
+        model = (
+            load_tiny_real_model(info) if arch == TINY_REAL_ARCH else StandInModel(ckpt_name, arch)
+        )
+        return (model, StandInClip(ckpt_name), StandInVae(ckpt_name))
 
 
 class LoraLoader(nodes.LoraLoader):
@@ -67,6 +96,11 @@ class LoraLoader(nodes.LoraLoader):
     ) -> tuple[Any, Any]:
         if strength_model == 0 and strength_clip == 0:
             return (model, clip)
+        if isinstance(model, comfy.model_patcher.ModelPatcher):
+            # A real model (the tiny SDXL): ComfyUI's own loader applies the file to it; the
+            # stand-in CLIP takes no LoRA.
+            real, _ = nodes.LoraLoader.load_lora(self, model, None, lora_name, strength_model, 0)
+            return (real, clip)
         try:
             info = read_model_file("loras", lora_name, role="lora", invalid="not a LoRA")
         except RuntimeError:
