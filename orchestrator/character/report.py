@@ -186,8 +186,11 @@ def write_sheet(
 ) -> Path:
     """Draw ``tiles`` (a band per distinct ``tile.scene``) as one JPEG page at ``path``."""
     style = style or SheetStyle()
-    rows = [row for page in paginate(list(tiles), columns=style.columns, rows_per_page=10**6)
-            for row in page]  # fmt: skip
+    rows = [
+        row
+        for page in paginate(list(tiles), columns=style.columns, rows_per_page=10**6)
+        for row in page
+    ]
     header = Header(title, character, time.time(), None, threshold)
     summary = summary or f"{len(tiles)} images"
     painter = _Painter(style, round(style.thumb_width * _aspect(tiles)), header, summary, map)

@@ -53,8 +53,13 @@ def test_figures_per_shot_type_and_overall_before_and_after(runs: tuple[Path, Pa
     assert by_shot["portrait"]["after"]["mean"] == 0.7
     assert by_shot["portrait"]["delta"]["mean"] == pytest.approx(0.2)
     assert by_shot["profile"]["before"] == {
-        "images": 1, "no_face": 1, "missing": 0, "mean": 0.0, "p10": 0.0, "min": 0.0
-    }  # fmt: skip
+        "images": 1,
+        "no_face": 1,
+        "missing": 0,
+        "mean": 0.0,
+        "p10": 0.0,
+        "min": 0.0,
+    }
     overall = data["overall"]
     assert overall["before"]["mean"] == pytest.approx((0.5 + 0.3 + 0.0) / 3, abs=1e-4)
     assert overall["after"]["min"] == 0.4 and overall["before"]["min"] == 0.0
