@@ -3,6 +3,9 @@ and a chunk plan whose warm-up ramps the learning rate (the stock node has no sc
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from charpack.character.presets import (
@@ -12,6 +15,8 @@ from charpack.character.presets import (
     steps_for_images,
     train_inputs,
 )
+
+DATA = Path(__file__).parents[2] / "orchestrator" / "data" / "object_info"
 
 
 def test_the_presets_are_the_lessons_of_the_earlier_trainings() -> None:
@@ -90,3 +95,19 @@ def test_out_of_range_settings_are_refused(bad: dict[str, float]) -> None:
 def test_the_spec_serialises_without_its_reasons() -> None:
     data = TrainingSpec(steps=8).to_json()
     assert data["steps"] == 8 and data["rank"] == 64 and "reasons" not in data
+
+
+def test_train_inputs_fit_the_recorded_train_lora_node() -> None:
+    """Every input the node requires is set by train_inputs or by the graph (four wired ones),
+    and each value is one the recorded node accepts (0.3.75's /object_info)."""
+    info = json.loads((DATA / "core-0.3.75.json").read_text())["TrainLoraNode"]["input"]
+    required = info["required"]
+    spec = TrainingSpec()
+    inputs = train_inputs(spec, plan_chunks(spec, 20)[0])
+    assert set(inputs) | {"model", "latents", "positive", "existing_lora"} == set(required)
+    for name, value in inputs.items():
+        kind, options = required[name][0], required[name][1]
+        if kind == "COMBO":
+            assert value in options["options"], name
+        elif kind in ("INT", "FLOAT"):
+            assert options.get("min", value) <= value <= options.get("max", value), name
