@@ -47,3 +47,9 @@ def test_short_and_missing_triggers_are_warned_about() -> None:
     assert any("shorter than 4" in w for w in trigger_warnings("zq"))
     [empty] = trigger_warnings("  ", name="Ava")
     assert "no trigger word" in empty and propose_trigger("Ava") in empty
+
+
+def test_the_proposal_for_ava_is_the_one_the_example_character_quotes() -> None:
+    """examples/character/character.yaml and the docs quote Ava's proposal; a change to the
+    derivation would make them disagree with `charpack character check`."""
+    assert propose_trigger("Ava") == "vhtqv"
