@@ -28,6 +28,7 @@ from comfy_extras.nodes_train import TrainLoraNode  # noqa: E402
 from charpack_nodes.nodes_train import CharpackSaveTrainedLoRA  # noqa: E402
 from tests.comfy import tinymodels  # noqa: E402
 from tests.comfy.standins.core_nodes import CheckpointLoaderSimple  # noqa: E402
+from tests.comfy.standins.core_nodes import LoraLoader as StandInLoraLoader  # noqa: E402
 from tests.nodes.helpers import ComfyDirs, face_picture, to_tensor  # noqa: E402
 
 TINY = Path(tinymodels.TINY_SDXL).name
@@ -135,7 +136,7 @@ def test_saved_lora_is_applied_by_comfyui_own_loader_and_changes_the_output(
     entry = ui["charpack_lora"][0]
     assert entry["lora_name"] == "charpack/ava/ava-v1_3_steps_lora.safetensors"
 
-    fresh, _clip, _vae = load_tiny()
+    fresh, fresh_clip, _vae = load_tiny()
     before = unet_output(fresh)
     loader = nodes.LoraLoaderModelOnly()  # ComfyUI's own class, not the stand-in
     (with_lora,) = loader.load_lora_model_only(fresh, entry["lora_name"], 1.0)
@@ -144,6 +145,9 @@ def test_saved_lora_is_applied_by_comfyui_own_loader_and_changes_the_output(
     assert torch.isfinite(after).all()
     assert not torch.allclose(before, after, atol=1e-6), "the LoRA changed nothing"
     assert torch.allclose(before, unet_output(unchanged))
+    # The test server's stand-in loaders hand a real model to ComfyUI's own code: same result.
+    standin, _ = StandInLoraLoader().load_lora(fresh, fresh_clip, entry["lora_name"], 1.0, 1.0)
+    assert torch.allclose(unet_output(standin), after)
 
 
 def test_existing_lora_continues_from_the_saved_file_and_counts_its_steps(
