@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import mimetypes
 import queue
 import re
@@ -43,6 +44,7 @@ from ..errors import CharacterError, MissingOnServer, ServerUnavailable, Trainin
 from ..folder.integrity import atomic_write
 from ..pack.uploads import file_sha256
 from .layout import CharacterFolder, slug
+from .lossplot import write_loss_plot
 from .presets import Chunk, TrainingSpec, plan_chunks, train_inputs
 from .state import (
     ChunkRecord,
@@ -102,6 +104,9 @@ class TrainingResult:
     # "server file <name>" / "start" when a lost server made it resume; None when it did not.
     resumed_from: str | None
     reattached: bool = False  # it picked up a prompt an earlier process had posted
+    # The LoRA's name in the server's models/loras (what the pods' LoraLoader lists).
+    server_file: str | None = None
+    loss_plot: Path | None = None  # training/v<N>/loss.png (a copy lies beside the LoRA)
 
 
 def chunk_graph(
@@ -626,6 +631,7 @@ class _Driver:
             line = f"{downloaded[0]}  {dest.name}\n".encode("ascii")
             atomic_write(sha_file, lambda fh: fh.write(line), doing=f"write {sha_file.name}")
             self._write_losses()
+            self._plot_losses(dest)
             state.lora = {
                 "path": str(dest),
                 "sha256": downloaded[0],
@@ -652,6 +658,8 @@ class _Driver:
             losses=tuple(v for c in state.chunks for v in c.losses or ()),
             resumed_from=self.resumed_from,
             reattached=self.reattached,
+            server_file=last.lora_name,
+            loss_plot=self.dir / "loss.png",
         )
 
     def _download(self, last: ChunkRecord, dest: Path) -> tuple[str, int]:
@@ -716,6 +724,19 @@ class _Driver:
         }
         data = json.dumps(body, indent=2).encode("utf-8") + b"\n"
         atomic_write(self.dir / "loss.json", lambda fh: fh.write(data), doing="write loss.json")
+
+    def _plot_losses(self, dest: Path) -> None:
+        """``training/v<N>/loss.png`` and its copy beside the LoRA; a chunk whose losses were
+        never seen (it finished while no client followed it) is drawn as a gap."""
+        losses = [
+            v
+            for c in self.state.chunks
+            for v in (c.losses if c.losses is not None else [math.nan] * c.steps)
+        ]
+        boundaries = [c.end_step for c in self.state.chunks]
+        title = f"{self.state.character} v{self.state.version}"
+        for path in (self.dir / "loss.png", dest.with_name(f"{dest.stem}.loss.png")):
+            write_loss_plot(losses, path, boundaries=boundaries, title=title)
 
     # -- bookkeeping -----------------------------------------------------------------------
 

@@ -35,10 +35,10 @@ pytestmark = pytest.mark.server
 
 REPO = Path(__file__).resolve().parents[2]
 DEADLINE_S = 300.0
-# Chunks (0, 2), (2, 2), (4, 12): the kills land on the first step of the 12-step chunk, long
-# enough on the CPU server that it is still running when the kill arrives.
+# Chunks (0, 2), (2, 2), (4, 8): the kills land on the first step of the 8-step chunk, long
+# enough on the CPU server (seconds a step) that it is still running when the kill arrives.
 SLOW = TrainingSpec(
-    steps=16, warmup_steps=4, warmup_chunks=2, chunk_steps=12, rank=4, seed=5,
+    steps=12, warmup_steps=4, warmup_chunks=2, chunk_steps=8, rank=4, seed=5,
     training_dtype="fp32", lora_dtype="fp32",
 )  # fmt: skip
 LONG = 2
@@ -142,7 +142,7 @@ def test_a_killed_client_reattaches_to_the_running_chunk_and_never_posts_it_twic
     assert state.chunks[LONG].prompt_id == posted.prompt_id and state.chunks[LONG].attempt == 1
     # Everything that ran on the server: one prompt per chunk, the killed one's included.
     assert set(history(server.url)) == {c.prompt_id for c in state.chunks}
-    assert result.steps == 16 and file_sha256(result.lora_path) == result.sha256
+    assert result.steps == 12 and file_sha256(result.lora_path) == result.sha256
 
 
 def kill_during_long_chunk(
@@ -175,14 +175,14 @@ def test_a_server_killed_during_training_resumes_from_the_last_saved_chunk_file(
     assert result.resumed_from == f"server file {saved}"
     resumed = [e for e in watch.events if e.kind == "resumed"]
     assert len(resumed) == 1 and saved in resumed[0].message
-    assert "step 4 of 16" in resumed[0].message
+    assert "step 4 of 12" in resumed[0].message
     assert "server_down" in watch.kinds()
     state = state_of(char_dir)
     assert [c.attempt for c in state.chunks] == [1, 1, 2]
     assert state.resumes[0]["from"] == result.resumed_from
     # After the restart only the long chunk ran again, continuing from the saved file.
     assert set(history(server.url)) == {state.chunks[LONG].prompt_id}
-    assert result.steps == 16 and file_sha256(result.lora_path) == result.sha256
+    assert result.steps == 12 and file_sha256(result.lora_path) == result.sha256
     assert asdict(state)["status"] == "finished"
 
 
@@ -200,7 +200,7 @@ def test_a_server_restarted_without_its_lora_files_starts_over_and_says_so(
     state = state_of(char_dir)
     assert [c.attempt for c in state.chunks] == [2, 2, 2]
     assert set(history(server.url)) == {c.prompt_id for c in state.chunks}
-    assert result.steps == 16 and file_sha256(result.lora_path) == result.sha256
+    assert result.steps == 12 and file_sha256(result.lora_path) == result.sha256
 
 
 def main() -> None:

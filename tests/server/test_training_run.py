@@ -133,6 +133,7 @@ def test_the_trained_lora_lands_in_the_character_folder_as_the_server_saved_it(
     on_server = trained.server.models_dir / "loras" / "charpack" / "ava"
     on_server /= "ava-v1_8_steps_lora.safetensors"
     assert file_sha256(on_server) == result.sha256  # the file the pods' LoRA loader lists
+    assert result.server_file == "charpack/ava/ava-v1_8_steps_lora.safetensors"
     header = safetensors_header(result.lora_path)
     meta = header.pop("__metadata__")
     assert meta["charpack_character"] == "ava" and meta["charpack_version"] == "1"
@@ -186,6 +187,12 @@ def test_progress_reports_every_step_with_total_eta_and_the_losses_are_kept(
     assert [v for c in saved["chunks"] for v in c["losses"]] == list(losses)
     logged = (trained.result.version_dir / "log").read_text().splitlines()
     assert [json.loads(line)["event"] for line in logged] == kinds
+    plot = trained.result.loss_plot
+    assert plot == trained.result.version_dir / "loss.png"
+    beside = trained.char_dir / "loras" / "ava-v1.loss.png"
+    assert beside.read_bytes() == plot.read_bytes()
+    with Image.open(plot) as picture:
+        assert picture.format == "PNG" and picture.size == (960, 480)
 
 
 def test_a_second_training_of_the_same_dataset_is_a_new_version_beside_the_first(
