@@ -185,3 +185,64 @@ class RichProgress:
 
     def _on_contact_sheet(self, d: dict[str, Any]) -> None:
         self._say(f"contact sheet: {escape(str(d['path']))}")
+
+
+class TrainingProgress:
+    """``charpack character train``: one bar of training steps with the loss of the last
+    finished chunk and the ETA from this process's step rate; every other training event
+    (upload, chunk saved, server lost, resumed, download) is printed as a line. A callable
+    taking :class:`~charpack.character.training.TrainingEvent`."""
+
+    def __init__(self, console: Console) -> None:
+        self.progress = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(bar_width=30),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[loss]}"),
+            TextColumn("{task.fields[eta]}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
+        )
+        self.task: TaskID | None = None
+
+    def __enter__(self) -> TrainingProgress:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def __call__(self, event: Any) -> None:
+        if event.kind != "progress":
+            self.progress.console.print(escape(event.message), highlight=False)
+        if event.total is None:
+            return
+        loss = f"loss {event.loss:.4f}" if event.loss is not None else "loss –"
+        eta = f"ETA {_duration(event.eta_s)}" if event.eta_s is not None else "ETA –"
+        if self.task is None:
+            self.task = self.progress.add_task(
+                "[bold]training[/]", total=event.total, loss=loss, eta=eta
+            )
+        self.progress.update(
+            self.task, total=event.total, completed=event.step or 0, loss=loss, eta=eta
+        )
+
+
+class TrainingJsonLines:
+    """``charpack character train --json``: one JSON object per training event."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+
+    def __call__(self, event: Any) -> None:
+        fields = {k: v for k, v in vars(event).items() if v is not None}
+        self.stream.write(json.dumps({"event": fields.pop("kind"), **fields}, default=str) + "\n")
+        self.stream.flush()
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"

@@ -23,6 +23,8 @@ NODE_IDS = [
     "CharpackIdentityScore",
     "CharpackIdentityGate",
     "CharpackSavePack",
+    "CharpackSaveTrainedLoRA",
+    "CharpackFaceCheck",
 ]
 
 
