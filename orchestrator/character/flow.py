@@ -188,7 +188,7 @@ def write_loss_plots(result: TrainingResult) -> tuple[Path, Path]:
 
     state = load_state(result.version_dir)
     boundaries = [c.end_step for c in state.chunks[:-1]] if state is not None else []
-    title = f"{result.lora_path.stem}: loss per step ({result.steps} steps)"
+    title = f"{result.lora_path.stem}: loss per step"
     beside = result.lora_path.with_name(result.lora_path.stem + ".loss.png")
     write_loss_plot(list(result.losses), beside, boundaries=boundaries, title=title)
     inside = result.version_dir / "loss.png"
