@@ -25,6 +25,7 @@ import math
 import mimetypes
 import queue
 import re
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,8 +41,14 @@ from ..comfy.events import Disconnected, Done, Event, Progress, Reconnected
 from ..comfy.limits import MB, Limits
 from ..comfy.results import JobState, OutputRef, parse_history
 from ..comfy.stream import EventStream
-from ..errors import CharacterError, MissingOnServer, ServerUnavailable, TrainingError
-from ..folder.integrity import atomic_write
+from ..errors import (
+    CharacterError,
+    MissingOnServer,
+    PromptRejected,
+    ServerUnavailable,
+    TrainingError,
+)
+from ..folder.integrity import PackLock, atomic_write
 from ..pack.uploads import file_sha256
 from .layout import CharacterFolder, slug
 from .lossplot import write_loss_plot
@@ -61,6 +68,8 @@ log = logging.getLogger(__name__)
 UPLOAD_ROOT = "charpack_train"
 SAVE_KEY = "charpack_lora"
 NO_LORA = "[None]"
+DOWNLOAD_FOLDER = "charpack_loras"  # the save node links each file under output/<this>/
+MAX_LORA_BYTES = 4 << 30  # a rank-128 fp32 SDXL LoRA is ~1.6 GB
 # Stable node ids of a chunk's graph.
 CKPT, DATA, ENCODE, TRAIN, SAVE = (
     "train.ckpt",
@@ -183,17 +192,19 @@ def train_character(
     dataset = _dataset_folder(folder, dataset_dir)
     pairs = dataset_files(dataset)
     digest = dataset_hash(pairs)
-    state, resumed = _open_state(folder, dataset, digest, spec, checkpoint, len(pairs))
-    driver = _Driver(
-        folder=folder,
-        state=state,
-        pairs=pairs,
-        server=server,
-        on_event=on_event,
-        give_up_s=give_up_s,
-        poll_s=poll_s,
-    )
-    return driver.run(resumed)
+    # One training of a character at a time (a killed one's lock is taken over).
+    with PackLock.acquire(folder.root / "training"):
+        state, resumed = _open_state(folder, dataset, digest, spec, checkpoint, len(pairs))
+        driver = _Driver(
+            folder=folder,
+            state=state,
+            pairs=pairs,
+            server=server,
+            on_event=on_event,
+            give_up_s=give_up_s,
+            poll_s=poll_s,
+        )
+        return driver.run(resumed)
 
 
 def _dataset_folder(folder: CharacterFolder, given: Path | str | None) -> Path:
@@ -382,6 +393,10 @@ class _Driver:
         prompt_id = record.prompt_id
         try:
             self.client.submit(graph, prompt_id=prompt_id, client_id=state.client_id)
+        except PromptRejected:
+            record.status, record.prompt_id = "planned", None  # nothing queued: post it again
+            self._save()
+            raise
         except ServerUnavailable as exc:
             # Never posted again under this id: once the server answers, job_state says
             # whether it was queued, and a prompt it never took is lost (a new attempt).
@@ -466,7 +481,10 @@ class _Driver:
     def _poll(self, prompt_id: str) -> dict[str, Any] | None:
         job = self._call(lambda: self.client.job_state(prompt_id))
         if job is JobState.LOST:
-            raise _Lost(f"the server no longer knows prompt {prompt_id} (restarted?)")
+            raise _Lost(
+                f"the server does not know prompt {prompt_id} (it restarted, or the post never "
+                "reached it)"
+            )
         if job is not JobState.DONE:
             return None
         entry: dict[str, Any] | None = self._call(lambda: self.client.history(prompt_id))
@@ -663,34 +681,29 @@ class _Driver:
         )
 
     def _download(self, last: ChunkRecord, dest: Path) -> tuple[str, int]:
-        if last.sha256 is None or last.bytes is None or last.filename is None:
-            raise TrainingError(
-                f"training v{self.state.version}: the last chunk's file was not reported by the "
-                "server (it finished in an earlier server's life); train a new version"
-            )
+        """The last chunk's file into ``dest``, checked against the sha256 and size the save
+        node reported and by its header (this run, this chunk). When the report was lost with
+        a restarted server, the header alone proves it."""
         if dest.exists():  # an earlier process downloaded it and was killed before the end
-            if file_sha256(dest) == last.sha256:
-                return last.sha256, dest.stat().st_size
+            if (file_sha256(dest) == last.sha256) if last.sha256 else self._ours(dest, last):
+                return file_sha256(dest), dest.stat().st_size
             raise TrainingError(
                 f"{dest} exists and is not this training's LoRA; charpack never overwrites it. "
                 "Move it away and run the training again."
             )
-        ref = OutputRef(
-            filename=last.filename,
-            subfolder=last.subfolder or "",
-            type="output",
-            node_id=SAVE,
-            key=SAVE_KEY,
+        ref = self._ref(last)
+        known = last.sha256 is not None and last.bytes is not None
+        expect = Expect(sha256=last.sha256 or "", size=last.bytes or 0) if known else None
+        limits = Limits(
+            max_bytes=(last.bytes or MAX_LORA_BYTES) + MB,
+            idle_s=60.0,
+            deadline_s=3600.0,
+            cap_is="the LoRA the server reported" if known else "a LoRA",
         )
-        limits = Limits(max_bytes=last.bytes + MB, cap_is="the LoRA the server reported")
         try:
             got = self._call(
                 lambda: self.client.download(
-                    ref,
-                    dest,
-                    limits=limits,
-                    root=self.folder.root,
-                    expect=Expect(sha256=last.sha256 or "", size=last.bytes or 0),
+                    ref, dest, limits=limits, root=self.folder.root, expect=expect
                 )
             )
         except MissingOnServer as exc:
@@ -698,15 +711,51 @@ class _Driver:
                 f"{self.server.label} no longer serves {ref.subfolder}/{ref.filename} ({exc}); "
                 f"the server file is models/loras/{last.lora_name} — copy it by hand"
             ) from None
-        if got.sha256 != last.sha256 or got.size != last.bytes:
+        wrong = known and (got.sha256 != last.sha256 or got.size != last.bytes)
+        if wrong or not self._ours(got.path, last):
             dest.unlink(missing_ok=True)
             raise TrainingError(
-                f"the downloaded LoRA is not what the server saved (sha256 {got.sha256[:12]}…, "
-                f"{got.size} bytes; the server said {last.sha256[:12]}…, {last.bytes} bytes); "
-                "run the training again to download it again"
+                f"the downloaded {ref.filename} is not the file chunk {last.index + 1} of this "
+                f"training saved (sha256 {got.sha256[:12]}…, {got.size} bytes; the server "
+                f"reported {(last.sha256 or '?')[:12]}…, {last.bytes} bytes, run "
+                f"{self.state.run_id}); run the training again to fetch it again"
             )
         self.emit("downloaded", f"{dest.name}: sha256 {got.sha256}, {got.size} bytes")
         return got.sha256, got.size
+
+    def _ref(self, last: ChunkRecord) -> OutputRef:
+        """Where ``/view`` serves the last chunk's file (as the save node reported it, else
+        where it links every file: ``output/charpack_loras/<name in models/loras>``)."""
+        if last.filename is not None:
+            filename, subfolder = last.filename, last.subfolder or ""
+        elif last.lora_name is not None:
+            folder, _, filename = last.lora_name.rpartition("/")
+            subfolder = "/".join(p for p in (DOWNLOAD_FOLDER, folder) if p)
+        else:
+            raise TrainingError(
+                f"training v{self.state.version}: no file of the last chunk is known; run the "
+                "training again"
+            )
+        return OutputRef(
+            filename=filename, subfolder=subfolder, type="output", node_id=SAVE, key=SAVE_KEY
+        )
+
+    def _ours(self, path: Path, last: ChunkRecord) -> bool:
+        """True when ``path``'s safetensors header names this run and ``last``'s chunk."""
+        try:
+            with path.open("rb") as fh:
+                (size,) = struct.unpack("<Q", fh.read(8))
+                if size > 100 * MB:
+                    return False
+                header = json.loads(fh.read(size))
+        except (OSError, ValueError, struct.error):
+            return False
+        meta = header.get("__metadata__") if isinstance(header, dict) else None
+        return (
+            isinstance(meta, dict)
+            and meta.get("charpack_run") == self.state.run_id
+            and meta.get("charpack_chunk") == str(last.index)
+        )
 
     def _write_losses(self) -> None:
         body = {

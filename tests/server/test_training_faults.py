@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
@@ -143,6 +144,38 @@ def test_a_killed_client_reattaches_to_the_running_chunk_and_never_posts_it_twic
     # Everything that ran on the server: one prompt per chunk, the killed one's included.
     assert set(history(server.url)) == {c.prompt_id for c in state.chunks}
     assert result.steps == 12 and file_sha256(result.lora_path) == result.sha256
+
+
+def test_a_chunk_that_finished_while_client_and_server_were_down_is_kept_not_retrained(
+    comfy_server_factory: Callable[..., ComfyServer], children: list[Child], tmp_path: Path
+) -> None:
+    server = comfy_server_factory()
+    char_dir = write_character(tmp_path / "ava", variant=51)
+    child = Child(char_dir, server.url)
+    children.append(child)
+    child.wait_for(lambda e: e["event"] == "progress" and e["chunk"] == LONG)
+    child.kill()
+    last = state_of(char_dir).chunks[LONG].prompt_id
+    wait_until(lambda: last in history(server.url))  # it finished with no client to see it
+    server.kill()
+    server.start()  # its history, with the save node's report of the file, is gone
+
+    watch = Watcher(lambda e: False)
+    result = train_character(char_dir, ServerConfig.from_url(server.url, env={}), on_event=watch)
+
+    final = "charpack/ava/ava-v1_12_steps_lora.safetensors"
+    assert result.resumed_from == f"server file {final}" and result.server_file == final
+    assert "posted" not in watch.kinds()  # nothing trained again
+    assert history(server.url) == {}
+    on_server = server.models_dir / "loras" / final
+    assert file_sha256(result.lora_path) == file_sha256(on_server) == result.sha256
+
+
+def wait_until(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + DEADLINE_S
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.2)  # polling interval of the condition, not a wait for an effect
 
 
 def kill_during_long_chunk(

@@ -32,6 +32,7 @@ from charpack.character.training import (
     train_character,
 )
 from charpack.comfy.auth import ServerConfig
+from charpack.errors import PromptRejected
 from tests.comfy.server import ComfyServer
 
 pytestmark = pytest.mark.server
@@ -210,3 +211,19 @@ def test_a_second_training_of_the_same_dataset_is_a_new_version_beside_the_first
     assert file_sha256(again.lora_path) == again.sha256 != trained.result.sha256
     assert trained.result.lora_path.read_bytes() == first  # v1 untouched
     assert load_state(trained.result.version_dir).status == "finished"  # type: ignore[union-attr]
+
+
+def test_a_refused_chunk_raises_with_the_servers_checkpoints_and_stays_unposted(
+    comfy_server: ComfyServer, tmp_path: Path
+) -> None:
+    char_dir = write_character(tmp_path / "ava", variant=2)
+    with pytest.raises(PromptRejected) as refused:
+        train_character(
+            char_dir,
+            ServerConfig.from_url(comfy_server.url, env={}),
+            spec=QUICK,
+            checkpoint="not-on-the-server.safetensors",
+        )
+    assert CHECKPOINT in str(refused.value)  # the message lists what the server has
+    state = load_state(char_dir / "training" / "v1")
+    assert state is not None and state.chunks[0].status == "planned"
