@@ -4,7 +4,9 @@ Owns :class:`TrainingState` (what was planned, which chunk prompt is posted unde
 which server file each finished chunk left) and :class:`ChunkRecord`, both saved atomically
 before every post so a killed client finds the prompt it posted, plus the dataset a training
 uploads (:func:`dataset_files`: the images with a same-stem ``.txt`` caption) and its content
-hash (:func:`dataset_hash`). Prompt ids are derived from the run, the chunk and the attempt
+hash (:func:`dataset_hash`), the provenance written into a chunk file's header
+(:func:`safetensors_metadata`), and what the plan becomes when a server lost some chunk files
+(:meth:`TrainingState.rebase`). Prompt ids are derived from the run, the chunk and the attempt
 (:meth:`TrainingState.prompt_id`), so they are known before the post. It does not talk to a
 server; the driver is :mod:`charpack.character.training`.
 """
@@ -13,6 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import struct
 import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -25,6 +29,7 @@ from .presets import Chunk
 
 STATE_FILE = "state.json"
 FORMAT = 1
+MAX_HEADER_BYTES = 100 << 20  # safetensors refuses larger headers too
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")  # what LoadImageTextDataSetFromFolder reads
 # Fixed, so the same run, chunk and attempt always give the same prompt id.
 _PROMPT_NAMESPACE = uuid.UUID("7d6f3c1e-4b1a-5e8f-9c2d-2a6b1f0e8c31")
@@ -119,6 +124,34 @@ class TrainingState:
         """The prompt id of ``record``'s current attempt (a canonical lowercase UUID)."""
         return str(uuid.uuid5(_PROMPT_NAMESPACE, f"{self.run_id}/{record.index}/{record.attempt}"))
 
+    def rebase(self, server_loras: list[str]) -> ChunkRecord | None:
+        """Put the plan back on the chunk files the server still has (``/models/loras``):
+        the last chunk whose file is listed and those before it are done, the rest planned
+        again. Returns that chunk, or ``None`` when no file is left (start over)."""
+        pattern = re.compile(
+            re.escape(self.server_name) + r"_([0-9]+)_steps_lora(?:-[0-9]+)?\.safetensors"
+        )
+        by_steps: dict[int, list[str]] = {}
+        for name in server_loras:
+            match = pattern.fullmatch(name)
+            if match:
+                by_steps.setdefault(int(match.group(1)), []).append(name)
+        base = None
+        for record in self.chunks:
+            if record.end_step in by_steps:
+                base = record
+        for record in self.chunks:
+            if base is None or record.index > base.index:
+                record.reset()
+                continue
+            files = by_steps.get(record.end_step, [])
+            if record.status != "done" or record.lora_name not in files:
+                # Done on a server that did not report it to us: only its name is known.
+                record.reset()
+                record.status = "done"
+                record.lora_name = sorted(files)[0] if files else None
+        return base
+
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -158,6 +191,21 @@ def save_state(folder: Path, state: TrainingState) -> Path:
     """Write ``state`` to ``folder/state.json`` atomically (old or new file, never half)."""
     body = json.dumps(state.to_json(), indent=2, sort_keys=True).encode("utf-8") + b"\n"
     return atomic_write(folder / STATE_FILE, lambda fh: fh.write(body), doing="save state.json")
+
+
+def safetensors_metadata(path: Path) -> dict[str, Any]:
+    """The ``__metadata__`` of a safetensors file's header (``{}`` when unreadable): the save
+    node writes the run and chunk there, which proves whose file it is."""
+    try:
+        with path.open("rb") as fh:
+            (size,) = struct.unpack("<Q", fh.read(8))
+            if size > MAX_HEADER_BYTES:
+                return {}
+            header = json.loads(fh.read(size))
+    except (OSError, ValueError, struct.error):
+        return {}
+    meta = header.get("__metadata__") if isinstance(header, dict) else None
+    return dict(meta) if isinstance(meta, dict) else {}
 
 
 def dataset_files(folder: Path) -> list[tuple[Path, Path]]:

@@ -24,8 +24,6 @@ import logging
 import math
 import mimetypes
 import queue
-import re
-import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -60,6 +58,7 @@ from .state import (
     dataset_hash,
     load_state,
     now_iso,
+    safetensors_metadata,
     save_state,
 )
 
@@ -569,27 +568,7 @@ class _Driver:
     def _recover(self, why: str) -> None:
         """Resume from the last chunk file the server still lists, else from the start."""
         names = self._call(lambda: self.client.models("loras"))
-        pattern = re.compile(
-            re.escape(self.state.server_name) + r"_([0-9]+)_steps_lora(?:-[0-9]+)?\.safetensors"
-        )
-        by_steps: dict[int, list[str]] = {}
-        for name in names:
-            match = pattern.fullmatch(name)
-            if match:
-                by_steps.setdefault(int(match.group(1)), []).append(name)
-        base: ChunkRecord | None = None
-        for record in self.state.chunks:
-            if record.end_step in by_steps:
-                base = record
-        for record in self.state.chunks:
-            if base is not None and record.index <= base.index:
-                files = by_steps.get(record.end_step, [])
-                if record.status != "done" or record.lora_name not in files:
-                    record.reset()
-                    record.status = "done"
-                    record.lora_name = sorted(files)[0] if files else None
-            else:
-                record.reset()
+        base = self.state.rebase(names)
         if base is None:
             self.resumed_from = "start"
             said = (
@@ -742,20 +721,9 @@ class _Driver:
 
     def _ours(self, path: Path, last: ChunkRecord) -> bool:
         """True when ``path``'s safetensors header names this run and ``last``'s chunk."""
-        try:
-            with path.open("rb") as fh:
-                (size,) = struct.unpack("<Q", fh.read(8))
-                if size > 100 * MB:
-                    return False
-                header = json.loads(fh.read(size))
-        except (OSError, ValueError, struct.error):
-            return False
-        meta = header.get("__metadata__") if isinstance(header, dict) else None
-        return (
-            isinstance(meta, dict)
-            and meta.get("charpack_run") == self.state.run_id
-            and meta.get("charpack_chunk") == str(last.index)
-        )
+        meta = safetensors_metadata(path)
+        run, chunk = meta.get("charpack_run"), meta.get("charpack_chunk")
+        return run == self.state.run_id and chunk == str(last.index)
 
     def _write_losses(self) -> None:
         body = {
