@@ -22,7 +22,7 @@ DOCS = sorted(
 # Figures no run of charpack produced, and what is computed from them.
 UNMEASURED = re.compile(
     r"~12 s|\$0\.00\d+|GB per hour|images/hour|GPU hours at|~85%|~\+?50%|hours of continuous"
-    r"|first model load|15[-–]40 min"
+    r"|first model load|15[-–]40 min|s/it|GB of a 24 GB"
 )
 
 
