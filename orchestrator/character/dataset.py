@@ -57,6 +57,7 @@ from typing import Any, Literal
 import yaml
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from charpack_nodes.pipelines import catalog
 from charpack_nodes.pipelines.scene import IDENTITY_THRESHOLD
 
 from ..errors import CharacterError
@@ -162,7 +163,7 @@ def bootstrap_pack(
         ]
     defaults = dict(pack.get("defaults") or {})
     stages = dict(defaults.get("stages") or {})
-    for stage in ("faceid", "instantid"):
+    for stage in (catalog.STAGE_FACEID, catalog.STAGE_INSTANTID):
         current = stages.get(stage)
         stages[stage] = {**(current if isinstance(current, dict) else {}), "enabled": True}
     defaults["stages"] = stages

@@ -36,7 +36,6 @@ from .dataset import Dataset, bootstrap_pack, choose, write_dataset
 from .facecheck import server_face_checks
 from .identity_test import identity_pack
 from .layout import CharacterFolder, slug
-from .lossplot import write_loss_plot
 from .references import check_references, face_problems
 from .register import Registration, register_lora
 from .report import ReportFiles, compare, write_report
@@ -169,7 +168,6 @@ def train_and_register(
 ) -> tuple[TrainingResult, Registration]:
     """Train (or finish) the latest dataset's LoRA and register it in ``character.yaml``."""
     result = train_character(folder.root, server, on_event=on_event, **train_options)
-    write_loss_plots(result)
     lora_name = lora_name_of(result)
     registration = register_lora(
         folder.pack_file,
@@ -181,33 +179,14 @@ def train_and_register(
     return result, registration
 
 
-def write_loss_plots(result: TrainingResult) -> tuple[Path, Path]:
-    """The loss plot beside the LoRA (``loras/<name>-v<N>.loss.png``) and in the training's
-    folder (``training/v<N>/loss.png``), chunk boundaries dashed."""
-    from .state import load_state
-
-    state = load_state(result.version_dir)
-    boundaries = [c.end_step for c in state.chunks[:-1]] if state is not None else []
-    title = f"{result.lora_path.stem}: loss per step"
-    beside = result.lora_path.with_name(result.lora_path.stem + ".loss.png")
-    write_loss_plot(list(result.losses), beside, boundaries=boundaries, title=title)
-    inside = result.version_dir / "loss.png"
-    write_loss_plot(list(result.losses), inside, boundaries=boundaries, title=title)
-    return beside, inside
-
-
 def lora_name_of(result: TrainingResult) -> str:
-    """The name the pods' LoraLoader knows the trained LoRA by (from the training state)."""
-    from .state import load_state
-
-    state = load_state(result.version_dir)
-    final = state.chunks[-1].lora_name if state is not None and state.chunks else None
-    if final is None:
+    """The name the pods' LoraLoader knows the trained LoRA by (relative to models/loras)."""
+    if not result.server_file:
         raise CharacterError(
-            f"{result.version_dir}: the training state does not name the final LoRA on the "
-            "server; run charpack character train again to finish it"
+            f"{result.version_dir}: the training does not name its final LoRA on the server; "
+            "run charpack character train again to finish it"
         )
-    return final
+    return result.server_file
 
 
 @dataclass(frozen=True)

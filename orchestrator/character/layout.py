@@ -25,6 +25,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from charpack_nodes.pipelines import catalog
+
 from ..errors import CharacterError
 
 PACK_FILE = "character.yaml"
@@ -83,7 +85,7 @@ class CharacterFolder:
 
     @property
     def loras(self) -> Path:
-        return self.root / "loras"
+        return self.root / catalog.FOLDER_LORAS  # named like the servers' LoRA folder
 
     def lora_file(self, name: str, version: int) -> Path:
         return self.loras / f"{slug(name)}-v{version}.safetensors"

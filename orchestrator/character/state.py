@@ -28,6 +28,9 @@ from ..folder.integrity import atomic_write
 from .presets import Chunk
 
 STATE_FILE = "state.json"
+# models/loras/<this>/<character>/…: where every trained chunk lands on a server (the pod
+# manifest's [training] lora_folder; provisioning creates it).
+LORA_FOLDER = "charpack"
 FORMAT = 1
 MAX_HEADER_BYTES = 100 << 20  # safetensors refuses larger headers too
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")  # what LoadImageTextDataSetFromFolder reads
@@ -118,7 +121,7 @@ class TrainingState:
     @property
     def server_name(self) -> str:
         """The stem every chunk saves under in models/loras (the node adds the step count)."""
-        return f"charpack/{self.character}/{self.character}-v{self.version}"
+        return f"{LORA_FOLDER}/{self.character}/{self.character}-v{self.version}"
 
     def prompt_id(self, record: ChunkRecord) -> str:
         """The prompt id of ``record``'s current attempt (a canonical lowercase UUID)."""

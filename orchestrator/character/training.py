@@ -32,6 +32,8 @@ from typing import Any
 
 import yaml
 
+from charpack_nodes.pipelines import catalog
+
 from ..comfy.auth import ServerConfig
 from ..comfy.client import ComfyClient
 from ..comfy.downloads import Expect
@@ -131,19 +133,21 @@ def chunk_graph(
     subfolder of ``input/``), encode it, train ``chunk`` on top of ``existing_lora`` and save
     it as ``models/loras/<name>_<steps>_steps_lora.safetensors``."""
     return {
-        CKPT: {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": checkpoint}},
-        DATA: {"class_type": "LoadImageTextDataSetFromFolder", "inputs": {"folder": folder}},
+        CKPT: {
+            "class_type": catalog.CHECKPOINT_LOADER.class_type,
+            "inputs": {"ckpt_name": checkpoint},
+        },
+        DATA: {
+            "class_type": catalog.LOAD_IMAGE_TEXT_DATASET.class_type,
+            "inputs": {"folder": folder},
+        },
         ENCODE: {
-            "class_type": "MakeTrainingDataset",
-            "inputs": {
-                "images": [DATA, 0],
-                "texts": [DATA, 1],
-                "vae": [CKPT, 2],
-                "clip": [CKPT, 1],
-            },
+            "class_type": catalog.MAKE_TRAINING_DATASET.class_type,
+            # Keyword names: the catalogue owns the spelling of the loader folder "vae".
+            "inputs": dict(images=[DATA, 0], texts=[DATA, 1], vae=[CKPT, 2], clip=[CKPT, 1]),
         },
         TRAIN: {
-            "class_type": "TrainLoraNode",
+            "class_type": catalog.TRAIN_LORA.class_type,
             "inputs": {
                 "model": [CKPT, 0],
                 "latents": [ENCODE, 0],
@@ -153,7 +157,7 @@ def chunk_graph(
             },
         },
         SAVE: {
-            "class_type": "CharpackSaveTrainedLoRA",
+            "class_type": catalog.SAVE_TRAINED_LORA.class_type,
             "inputs": {
                 "lora": [TRAIN, 1],
                 "loss": [TRAIN, 2],
@@ -367,7 +371,7 @@ class _Driver:
             return NO_LORA
         previous = self.state.chunks[record.index - 1]
         name = previous.lora_name or ""
-        if name not in self._call(lambda: self.client.models("loras")):
+        if name not in self._call(lambda: self.client.models(catalog.FOLDER_LORAS)):
             raise _Lost(f"the server no longer has {name or 'the previous chunk file'}")
         return name
 
@@ -567,7 +571,7 @@ class _Driver:
 
     def _recover(self, why: str) -> None:
         """Resume from the last chunk file the server still lists, else from the start."""
-        names = self._call(lambda: self.client.models("loras"))
+        names = self._call(lambda: self.client.models(catalog.FOLDER_LORAS))
         base = self.state.rebase(names)
         if base is None:
             self.resumed_from = "start"

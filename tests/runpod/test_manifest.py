@@ -214,3 +214,23 @@ def test_every_model_the_example_packs_load_is_provisioned():
     assert "controlnet/controlnet-canny-sdxl-1.0.safetensors" in needed  # the pose scene
     missing = {path: where for path, where in needed.items() if path not in provisioned}
     assert not missing, f"no [models.*] entry in runpod/manifest.toml for: {missing}"
+
+
+def test_training_folders_match_the_training_driver_and_stay_inside(manifest, pm, tmp_path):
+    from charpack.character.state import LORA_FOLDER
+    from charpack.character.training import UPLOAD_ROOT
+
+    # The driver names LoRAs and datasets under these folders; the pod must create the same.
+    assert manifest.training["lora_folder"] == LORA_FOLDER
+    assert manifest.training["dataset_folder"] == UPLOAD_ROOT
+    text = (REPO / "runpod" / "manifest.toml").read_text()
+    bad = text.replace('lora_folder = "charpack"', 'lora_folder = "../../escape"').replace(
+        "reserve_gb = 8\n\n[comfyui]", "reserve_gb = -1\nextra = 1\n\n[comfyui]"
+    )
+    path = tmp_path / "manifest.toml"
+    path.write_text(bad)
+    with pytest.raises(pm.PodManifestError) as err:
+        pm.load_manifest(path)
+    message = str(err.value)
+    assert "training.lora_folder: a relative folder under ComfyUI/models/loras/" in message
+    assert "training.reserve_gb" in message and "unknown key(s) extra" in message
