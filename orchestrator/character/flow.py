@@ -179,6 +179,19 @@ def train_and_register(
     return result, registration
 
 
+def finished_training(folder: CharacterFolder) -> int | None:
+    """The version of a finished training of the latest dataset, or None."""
+    from .state import load_state
+
+    dataset = folder.latest("dataset")
+    for version in reversed(folder.versions("training")):
+        state = load_state(folder.training(version))
+        if state is not None and state.status == "finished" and dataset is not None:
+            if Path(state.dataset).resolve() == folder.dataset(dataset).resolve():
+                return version
+    return None
+
+
 def lora_name_of(result: TrainingResult) -> str:
     """The name the pods' LoraLoader knows the trained LoRA by (relative to models/loras)."""
     if not result.server_file:

@@ -18,6 +18,7 @@ unfinished, 2 bad input, 3 no server, 130 stopped.
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -33,7 +34,7 @@ from ..comfy.client import ComfyClient
 from ..errors import CharacterError, CharpackError
 from ..run.options import RunOptions, RunSummary
 from .output import console, err_console, show_error
-from .progress import RichProgress, TrainingJsonLines, TrainingProgress
+from .progress import JsonLines, RichProgress, TrainingJsonLines, TrainingProgress
 from .run import server_urls
 
 app = typer.Typer(
@@ -209,16 +210,25 @@ def train(
     warmup_steps: Warmup = None,
     chunk_steps: ChunkSteps = None,
     dtype: Dtype = None,
+    test: Annotated[
+        bool,
+        typer.Option(
+            "--test/--no-test",
+            help="Run the 5-shot identity test before/after the new LoRA when it is trained.",
+        ),
+    ] = True,
     json_out: Json = False,
 ) -> None:
-    """Train the character's LoRA on the server from the latest dataset; run again to resume.
+    """Train the character's LoRA from the latest dataset, register it, run the identity test.
 
-    The presets (bf16, learning rate 5e-5 after a 200-step warm-up, rank 64, steps from the
-    dataset size) are in docs/character.md with the reason for each; the options override them
-    for a new training (an unfinished one resumes with its own settings)."""
+    Run it again to resume an unfinished training. Presets and their reasons: docs/character.md;
+    the options override them for a new training (an unfinished one keeps its own settings)."""
     try:
         spec = _spec(steps, rank, warmup_steps, chunk_steps, dtype)
-        _train(CharacterFolder.open(folder), server, checkpoint, spec, json_out)
+        character = CharacterFolder.open(folder)
+        _train(character, server, checkpoint, spec, json_out)
+        if test:
+            _identity(character, server, None, json_out)
     except CharpackError as exc:
         raise _fail(exc) from None
 
@@ -286,10 +296,22 @@ def identity_test(
         raise _fail(exc) from None
 
 
-def _identity(folder: CharacterFolder, server: list[str] | None, version: int | None) -> None:
+def _identity(
+    folder: CharacterFolder, server: list[str] | None, version: int | None, json_out: bool = False
+) -> None:
+    configs = _configs(server)
+    if json_out:  # the two runs' events as JSON lines, like charpack run --json
+        with JsonLines(sys.stdout) as lines:
+            test = flow.run_identity_test(
+                folder, configs, version=version, options=RunOptions(on_event=lines)
+            )
+        report = {"event": "identity_report", "markdown": str(test.files.markdown),
+                  "json": str(test.files.json), "contact": str(test.files.contact)}  # fmt: skip
+        sys.stdout.write(json.dumps(report) + "\n")
+        return
     with RichProgress(err_console) as display:
         test = flow.run_identity_test(
-            folder, _configs(server), version=version, options=RunOptions(on_event=display),
+            folder, configs, version=version, options=RunOptions(on_event=display),
             on_pack=lambda side: _say(f"identity test, {side} the LoRA"),
         )  # fmt: skip
     console.print(test.files.markdown.read_text(encoding="utf-8"), highlight=False, markup=False)
@@ -328,8 +350,15 @@ def make(
                 _show_run(summary)
                 raise typer.Exit(summary.exit_code)
             _dataset(character, [character.bootstrap], None)
-        _train(character, server, checkpoint, spec, json_out=False)
-        _identity(character, server, None)
+        if flow.finished_training(character) is None:
+            _train(character, server, checkpoint, spec, json_out=False)
+        else:
+            _say("the latest dataset's training is finished; skipping it")
+        version = character.latest("training")
+        if version is not None and (character.identity(version) / "report.md").is_file():
+            _say(f"identity test v{version} done: {escape(str(character.identity(version)))}")
+        else:
+            _identity(character, server, None)
     except CharpackError as exc:
         raise _fail(exc) from None
 

@@ -136,7 +136,10 @@ def test_references_to_a_trained_registered_and_tested_character(
     assert character["lora"] == {"file": final["lora_name"], "strength": 0.7, "sha256": digest}
     assert (folder / "training" / "v1" / "character.before.yaml").read_text() == original
 
-    # 5. The 5-shot identity test, without and with the LoRA, and the report.
+    # 5. The 5-shot identity test, without and with the LoRA, ran as part of the training,
+    #    and its report; charpack character test repeats it (the pack folders are complete).
+    reports = [e for e in events if e["event"] == "identity_report"]
+    assert [Path(r["markdown"]) for r in reports] == [folder / "identity" / "v1" / "report.md"]
     tested = charpack("character", "test", str(folder), *server, cwd=tmp_path)
     identity = folder / "identity" / "v1"
     before, after = manifest_jobs(identity / "before"), manifest_jobs(identity / "after")
@@ -153,6 +156,13 @@ def test_references_to_a_trained_registered_and_tested_character(
     assert "| portrait |" in (identity / "report.md").read_text()
     assert "Identity test: before / after the LoRA" in tested.stdout
     assert (identity / "contact.jpg").stat().st_size > 0
+
+    # 6. make over the finished folder redoes nothing: no new version of anything.
+    made = charpack("character", "make", str(folder), *server, cwd=tmp_path)
+    assert "training is finished; skipping it" in made.stderr
+    assert "identity test v1 done" in made.stderr
+    for kind in ("dataset", "training", "identity"):
+        assert sorted(p.name for p in (folder / kind).iterdir()) == ["v1"]
     keep_pictures(folder, checked.stdout + trained.stderr + tested.stdout)
 
 
