@@ -52,6 +52,13 @@ Servers = Annotated[
     ),
 ]  # fmt: skip
 Json = Annotated[bool, typer.Option("--json", help="Training events as JSON lines on stdout.")]
+PerScene = Annotated[
+    int, typer.Option("--per-scene", min=1, max=50, help="Images per bootstrap scene.")
+]
+Checkpoint = Annotated[
+    Optional[str],  # noqa: UP045
+    typer.Option("--checkpoint", help="Checkpoint to train on (default the character's)."),
+]
 Scenes = Annotated[
     Optional[int],  # noqa: UP045
     typer.Option(
@@ -134,9 +141,7 @@ def _check(folder: CharacterFolder, server: list[str] | None, offline: bool) -> 
 def bootstrap(
     folder: Dir,
     server: Servers = None,
-    per_scene: Annotated[
-        int, typer.Option("--per-scene", min=1, max=50, help="Images per bootstrap scene.")
-    ] = 3,
+    per_scene: PerScene = 3,
     scenes: Scenes = None,
 ) -> None:
     """Generate a training pack from the references alone, then choose the dataset from it."""
@@ -201,10 +206,7 @@ def _dataset(folder: CharacterFolder, sources: list[Path] | None, curation: Path
 def train(
     folder: Dir,
     server: Servers = None,
-    checkpoint: Annotated[
-        Optional[str],  # noqa: UP045
-        typer.Option("--checkpoint", help="Checkpoint to train on (default character's)."),
-    ] = None,
+    checkpoint: Checkpoint = None,
     steps: Steps = None,
     rank: Rank = None,
     warmup_steps: Warmup = None,
@@ -325,14 +327,9 @@ def _identity(
 def make(
     folder: Dir,
     server: Servers = None,
-    per_scene: Annotated[
-        int, typer.Option("--per-scene", min=1, max=50, help="Images per bootstrap scene.")
-    ] = 3,
+    per_scene: PerScene = 3,
     scenes: Scenes = None,
-    checkpoint: Annotated[
-        Optional[str],  # noqa: UP045
-        typer.Option("--checkpoint", help="Checkpoint to train on (default character's)."),
-    ] = None,
+    checkpoint: Checkpoint = None,
     steps: Steps = None,
     rank: Rank = None,
     warmup_steps: Warmup = None,

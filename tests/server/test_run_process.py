@@ -8,12 +8,10 @@ checks the pack folder, the server's queue and history, and resumes the run in-p
 
 from __future__ import annotations
 
-import json
 import os
 import queue
 import signal
 import subprocess
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,7 +25,7 @@ from charpack.pack.packfile import Pack, load_pack
 from charpack.run.runner import EXIT_INTERRUPTED, run_pack
 from tests.comfy.server import ComfyServer
 from tests.server.test_run_pack import check_folder, history_ids, manifest, options, write_pack
-from tests.support.commands import CHARPACK
+from tests.support.commands import CHARPACK, JsonLines
 from tests.support.tcp_relay import TcpRelay
 
 pytestmark = pytest.mark.server
@@ -60,15 +58,7 @@ class Cli:
             text=True,
         )
         self.events: list[dict[str, Any]] = []
-        self._lines: queue.Queue[dict[str, Any] | None] = queue.Queue()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self._lines.put(json.loads(line))
-        self._lines.put(None)
+        self._lines = JsonLines(self.proc)
 
     def wait_for(self, kind: str, *, timeout: float = DEADLINE_S) -> dict[str, Any]:
         """The next event of ``kind`` (events before it are kept in ``self.events``)."""
@@ -101,7 +91,7 @@ class Cli:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait(10)
-        self._reader.join(10)
+        self._lines.join(10)
         for pipe in (self.proc.stdout, self.proc.stderr):
             if pipe is not None:
                 pipe.close()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import shutil
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from charpack.character.training import TrainingEvent, train_character
 from charpack.comfy.auth import ServerConfig
 from tests.comfy.server import ComfyServer
 from tests.server.test_training_run import file_sha256, history, write_character
+from tests.support.commands import JsonLines
 
 pytestmark = pytest.mark.server
 
@@ -82,15 +82,7 @@ class Child:
             stderr=subprocess.DEVNULL,
             text=True,
         )
-        self._lines: queue.Queue[dict[str, Any] | None] = queue.Queue()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self._lines.put(json.loads(line))
-        self._lines.put(None)
+        self._lines = JsonLines(self.proc)
 
     def wait_for(self, condition: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
         while True:
@@ -103,7 +95,7 @@ class Child:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait(10)
-        self._reader.join(10)
+        self._lines.join(10)
         if self.proc.stdout is not None:
             self.proc.stdout.close()
 

@@ -7,9 +7,14 @@ they exercise exactly what users run.
 
 from __future__ import annotations
 
+import json
+import queue
 import shutil
+import subprocess
 import sys
+import threading
 from pathlib import Path
+from typing import Any
 
 
 def charpack_command() -> list[str]:
@@ -24,3 +29,27 @@ def charpack_command() -> list[str]:
 
 
 CHARPACK = charpack_command()
+
+
+class JsonLines:
+    """A child process's stdout read as JSON lines on a daemon thread (``None`` marks its end),
+    for tests that act on a ``--json`` process's events while it runs."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.proc = proc
+        self._lines: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._lines.put(json.loads(line))
+        self._lines.put(None)
+
+    def get(self, timeout: float) -> dict[str, Any] | None:
+        """The next event, ``None`` once the output ended; ``queue.Empty`` after ``timeout``."""
+        return self._lines.get(timeout=timeout)
+
+    def join(self, timeout: float) -> None:
+        self._reader.join(timeout)
