@@ -1,0 +1,461 @@
+"""charpack's Serverless handler: one attempt's API graph on the worker's own ComfyUI, its files
+to S3, every UI output back.
+
+Owns :func:`handle` (what ``serverless/handler.py`` gives ``runpod.serverless.start``) and
+:class:`Worker`. One job is one attempt of one pack job::
+
+    job["input"] = {"workflow": <API graph>, "prompt_id": <client-chosen uuid>,
+                    "job_key": "cafe/001", "run_id": <pack run id>,
+                    "inputs": [{"name": <Upload.image_value>, "s3_key": ...}],
+                    "expect": {"max_files": 2, "max_bytes": ...}}
+
+The worker talks to ComfyUI with the pods' client code (:class:`~charpack.comfy.client.ComfyClient`
+submitting under the given prompt id, the websocket as a hint, ``/history`` as the truth,
+:class:`~charpack.comfy.completion.Completion` deciding when it is done) and reattaches instead of
+submitting when ComfyUI already has the prompt in its queue or history, so a retried job on the
+same worker never runs twice; an attempt whose ``done.json`` is already in S3 is answered from it
+without touching ComfyUI. Files are checked as on pods (the saver's sidecar must name this prompt
+and image, the image must match its sha256 and size, at most ``expect`` files and bytes), then
+uploaded under :func:`~charpack.serverless.objects.output_prefix`: sidecars first, PNGs last,
+``done.json`` (this output) last of all.
+
+Output (a COMPLETED job, also stored as ``done.json``)::
+
+    {"prompt_id", "status": "success" | "error" | "interrupted", "failure"?: {node_id, node_type,
+     exception_type, message}, "ui": {node_id: {key: [values]}} (the history's outputs, every
+     key), "files": [{node, key, filename, subfolder, s3_key, sha256, bytes}],
+     "comfyui_version", "execution_s", "started_ms", "finished_ms", "worker_s"}
+
+A graph that ran and failed in a node is a COMPLETED job with ``status: "error"`` and its
+``failure`` (the SDK turns a top-level ``error`` key into a FAILED job and drops the rest). A job
+the worker could not carry out is FAILED with ``error`` = a JSON string ``{"type", "message",
+"retry"}``; types: ``invalid_input`` and ``prompt_rejected`` (retrying cannot help),
+``input_missing``, ``comfy_unavailable``, ``lost``, ``output_refused``, ``upload_failed``.
+Nothing is written to S3 for a FAILED job, so no ``done.json`` exists for it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import queue
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..comfy.auth import ServerConfig
+from ..comfy.client import ComfyClient
+from ..comfy.completion import Completion, Lost
+from ..comfy.downloads import Expect
+from ..comfy.events import Event, Executing, ExecutionStart, Progress
+from ..comfy.limits import Limits
+from ..comfy.results import IMAGES, PACK_IMAGES, SIDECARS, JobResult, JobState, check_prompt_id
+from ..comfy.stream import EventStream
+from ..errors import CharpackError, OutputRefused, PromptRejected, ServerUnavailable
+from ..pack.uploads import Upload, file_sha256
+from ..run.fetcher import Expected, plan
+from .objects import (
+    ObjectStore,
+    ObjectStoreError,
+    check_job_key,
+    check_run_id,
+    done_key,
+    input_key,
+    output_key,
+)
+
+log = logging.getLogger(__name__)
+
+COMFY_URL_ENV = "CHARPACK_COMFY_URL"
+DEFAULT_COMFY_URL = "http://127.0.0.1:8188"  # worker-comfyui's ComfyUI, beside the handler
+READY_ENV = "CHARPACK_COMFY_READY_S"
+DEFAULT_MAX_BYTES = 512 << 20
+UNREACHABLE_S = 60.0  # ComfyUI silent this long while a prompt is in flight: the job fails
+
+Progress_ = Callable[[Mapping[str, Any], dict[str, Any]], None]
+
+
+class JobFailed(CharpackError):
+    """The worker could not carry out the job; ``kind`` and ``retry`` go to the client."""
+
+    def __init__(self, kind: str, message: str, *, retry: bool = True) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.retry = retry
+
+    def payload(self) -> dict[str, Any]:
+        error = {"type": self.kind, "message": str(self), "retry": self.retry}
+        return {"error": json.dumps(error, sort_keys=True)}
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """A validated ``job["input"]``."""
+
+    workflow: dict[str, Any]
+    prompt_id: str
+    job_key: str
+    run_id: str
+    inputs: tuple[tuple[str, str], ...]  # (upload name, s3 key)
+    max_files: int
+    max_bytes: int
+
+
+def parse_request(raw: Any) -> JobRequest:
+    """``job["input"]`` checked, or :class:`JobFailed` (``invalid_input``) saying what is wrong."""
+    try:
+        if not isinstance(raw, Mapping):
+            raise ValueError("the job's input is not an object")
+        workflow = raw.get("workflow")
+        if not isinstance(workflow, Mapping) or not workflow:
+            raise ValueError("'workflow' (the API graph) is missing or empty")
+        inputs = []
+        for item in raw.get("inputs") or ():
+            if not isinstance(item, Mapping):
+                raise ValueError(f"an entry of 'inputs' is not an object: {item!r:.80}")
+            inputs.append((str(item["name"]), str(item["s3_key"])))
+        expect = raw.get("expect") or {}
+        return JobRequest(
+            workflow=dict(workflow),
+            prompt_id=check_prompt_id(str(raw.get("prompt_id"))),
+            job_key=check_job_key(str(raw.get("job_key"))),
+            run_id=check_run_id(str(raw.get("run_id"))),
+            inputs=tuple(inputs),
+            max_files=int(expect.get("max_files", 2)),
+            max_bytes=int(expect.get("max_bytes", DEFAULT_MAX_BYTES)),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise JobFailed("invalid_input", f"job input refused: {exc}", retry=False) from exc
+
+
+class Worker:
+    """The handler's state across jobs: one ComfyUI client, one store, the progress sender."""
+
+    def __init__(
+        self,
+        *,
+        comfy_url: str,
+        store: ObjectStore,
+        progress: Progress_ | None = None,
+        ready_s: float = 600.0,
+        poll_interval: float = 5.0,
+    ) -> None:
+        self.config = ServerConfig.from_url(comfy_url, name="local ComfyUI")
+        self.client = ComfyClient(config=self.config)
+        self.store = store
+        self.progress = progress
+        self.ready_s = ready_s
+        self.poll_interval = poll_interval
+        self.comfyui_version: str | None = None
+
+    @classmethod
+    def from_env(cls, progress: Progress_ | None = None) -> Worker:
+        env = os.environ
+        return cls(
+            comfy_url=env.get(COMFY_URL_ENV, "").strip() or DEFAULT_COMFY_URL,
+            store=ObjectStore.from_env(env),
+            progress=progress,
+            ready_s=float(env.get(READY_ENV) or 600.0),
+        )
+
+    def handle(self, job: Mapping[str, Any]) -> dict[str, Any]:
+        """Run one job; the runpod handler's return value (see the module docstring)."""
+        began = time.monotonic()
+        try:
+            request = parse_request(job.get("input"))
+            return self._run(job, request, began)
+        except JobFailed as exc:
+            log.warning("job %s failed (%s): %s", job.get("id"), exc.kind, exc)
+            return exc.payload()
+
+    # -- one job -----------------------------------------------------------------------------
+
+    def _run(self, job: Mapping[str, Any], request: JobRequest, began: float) -> dict[str, Any]:
+        prefix = self.store.prefix
+        marker = done_key(prefix, request.run_id, request.job_key, request.prompt_id)
+        try:
+            done = self.store.get_json(marker)
+        except ObjectStoreError as exc:
+            raise JobFailed("upload_failed", str(exc)) from exc
+        if isinstance(done, dict) and done.get("prompt_id") == request.prompt_id:
+            log.info("%s: already done (%s); answering from it", request.prompt_id, marker)
+            return done
+        self._wait_ready()
+        self._ensure_inputs(request)
+        result, outputs = self._execute(job, request)
+        output: dict[str, Any] = {
+            "prompt_id": request.prompt_id,
+            "status": result.status.value,
+            "ui": outputs,
+            "files": [],
+            "comfyui_version": self.comfyui_version,
+            "execution_s": result.execution_s,
+            "started_ms": result.started_ms,
+            "finished_ms": result.finished_ms,
+        }
+        if result.failure is not None:
+            f = result.failure
+            output["failure"] = {
+                "node_id": f.node_id,
+                "node_type": f.node_type,
+                "exception_type": f.exception_type,
+                "message": f.message,
+            }
+        if result.ok:
+            self._send(job, {"stage": "uploading", "prompt_id": request.prompt_id})
+            output["files"] = self._store_files(request, result)
+        output["worker_s"] = round(time.monotonic() - began, 3)
+        try:
+            self.store.put_json(marker, output)
+        except ObjectStoreError as exc:
+            raise JobFailed("upload_failed", str(exc)) from exc
+        return output
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.ready_s
+        wait = 0.05
+        while True:
+            try:
+                stats = self.client.system_stats()
+                self.comfyui_version = (stats.get("system") or {}).get("comfyui_version")
+                return
+            except ServerUnavailable as exc:
+                if time.monotonic() >= deadline:
+                    raise JobFailed(
+                        "comfy_unavailable",
+                        f"ComfyUI at {self.config.label} did not answer within "
+                        f"{self.ready_s:.0f} s ({exc}); check the worker's start log "
+                        f"(raise {READY_ENV} for slow volumes).",
+                    ) from exc
+            time.sleep(wait)
+            wait = min(wait * 2, 1.0)
+
+    def _ensure_inputs(self, request: JobRequest) -> None:
+        """Bring each input picture ComfyUI lacks from S3 into its input folder (by upload,
+        under its content-derived name, checked against that name)."""
+        for name, key in request.inputs:
+            if key != input_key(self.store.prefix, name):
+                raise JobFailed(
+                    "invalid_input",
+                    f"input {name!r} has key {key!r}, not {input_key(self.store.prefix, name)!r}",
+                    retry=False,
+                )
+            subfolder, _, filename = name.rpartition("/")
+            params = {"filename": filename, "subfolder": subfolder, "type": "input"}
+            have = self.client.http.request("GET", "/view", params=params, ok=(200, 404))
+            have.close()
+            if have.status_code == 200:
+                continue
+            with tempfile.TemporaryDirectory(prefix="charpack-in-") as tmp:
+                path = Path(tmp) / filename
+                try:
+                    self.store.download_file(key, path)
+                except ObjectStoreError as exc:
+                    raise JobFailed("input_missing", str(exc)) from exc
+                sha = file_sha256(path)
+                if not sha.startswith(Path(filename).stem):
+                    raise JobFailed(
+                        "input_missing",
+                        f"s3 object {key} does not hold the file its content-derived name "
+                        f"says (sha256 {sha[:20]}…); upload it again.",
+                    )
+                self.client.upload_image(
+                    Upload(path=path, sha256=sha, subfolder=subfolder, filename=filename),
+                    subfolder=subfolder,
+                )
+                log.info("input %s brought from S3", name)
+
+    def _execute(
+        self, job: Mapping[str, Any], request: JobRequest
+    ) -> tuple[JobResult, dict[str, Any]]:
+        """Submit (or reattach to) the prompt and wait until history has it."""
+        prompt_id = request.prompt_id
+        events: queue.Queue[Event] = queue.Queue()
+        stream = EventStream(config=self.config)
+        stream.subscribe(events)
+        stream.start()
+        try:
+            stream.wait_connected(5.0)
+            completion = Completion(
+                client=self.client, stream=stream, poll_interval=self.poll_interval
+            )
+            completion.add(prompt_id)
+            try:
+                state = self.client.job_state(prompt_id)
+                if state is JobState.LOST:
+                    self.client.submit(
+                        request.workflow, prompt_id=prompt_id, client_id=stream.client_id
+                    )
+                    self._send(job, {"stage": "queued", "prompt_id": prompt_id})
+                else:
+                    log.info("%s is %s on ComfyUI already: reattaching", prompt_id, state.value)
+                    completion.reconcile_soon()
+            except PromptRejected as exc:
+                raise JobFailed("prompt_rejected", str(exc), retry=False) from exc
+            except ServerUnavailable as exc:
+                raise JobFailed("comfy_unavailable", str(exc)) from exc
+            result = self._wait(job, completion, events, prompt_id)
+        finally:
+            stream.close()
+        entry = self.client.history(prompt_id) or {}
+        outputs = entry.get("outputs") if isinstance(entry.get("outputs"), dict) else {}
+        return result, dict(outputs or {})
+
+    def _wait(
+        self,
+        job: Mapping[str, Any],
+        completion: Completion,
+        events: queue.Queue[Event],
+        prompt_id: str,
+    ) -> JobResult:
+        last_sent = 0.0
+        silent_since: float | None = None
+        while True:
+            try:
+                event: Event | None = events.get(timeout=0.5)
+            except queue.Empty:
+                event = None
+            try:
+                outcomes = completion.handle(event) if event is not None else []
+                if not outcomes and completion.poll_due():
+                    outcomes = completion.reconcile()
+                silent_since = None
+            except ServerUnavailable as exc:
+                silent_since = silent_since or time.monotonic()
+                if time.monotonic() - silent_since > UNREACHABLE_S:
+                    raise JobFailed("comfy_unavailable", str(exc)) from exc
+                completion.reconcile_soon()
+                continue
+            for outcome in outcomes:
+                if isinstance(outcome, Lost):
+                    raise JobFailed(
+                        "lost", f"ComfyUI no longer knows prompt {prompt_id} (it restarted)"
+                    )
+                return outcome
+            now = time.monotonic()
+            update = _progress_of(event, prompt_id)
+            if update is not None and (update["stage"] != "sampling" or now - last_sent >= 1.0):
+                last_sent = now
+                self._send(job, update)
+
+    def _store_files(self, request: JobRequest, result: JobResult) -> list[dict[str, Any]]:
+        """Fetch the attempt's files from ComfyUI (checked as on pods), then upload them:
+        sidecars first, PNGs last."""
+        images = max(1, request.max_files // 2)
+        expected = Expected(images=images, max_image_bytes=request.max_bytes)
+        server = self.config.label
+        try:
+            if len([r for r in result.outputs if r.key in (PACK_IMAGES, IMAGES, SIDECARS)]) > (
+                request.max_files
+            ):
+                raise OutputRefused(
+                    f"{server} reported more than {request.max_files} files for this prompt"
+                )
+            planned = plan(result.outputs, expected, "", "attempt", server)
+        except OutputRefused as exc:
+            raise JobFailed("output_refused", str(exc)) from exc
+        limits = Limits(max_bytes=request.max_bytes)
+        files: list[dict[str, Any]] = []
+        with tempfile.TemporaryDirectory(prefix="charpack-out-") as tmp:
+            fetched = []
+            try:
+                for item in planned:
+                    expect = None
+                    if item.sidecar is not None:
+                        raw, meta = self.client.fetch_sidecar(
+                            item.sidecar, prompt_id=request.prompt_id, image=item.image.filename
+                        )
+                        side = Path(tmp) / item.sidecar.filename
+                        side.write_bytes(raw)
+                        fetched.append((item.sidecar, side, hashlib.sha256(raw).hexdigest()))
+                        expect = Expect(sha256=str(meta["sha256"]), size=int(meta["size"]))
+                    got = self.client.download(
+                        item.image, Path(tmp) / item.image.filename, limits=limits, expect=expect
+                    )
+                    fetched.append((item.image, got.path, got.sha256))
+            except (OutputRefused, ServerUnavailable, KeyError, ValueError) as exc:
+                raise JobFailed("output_refused", f"fetching the outputs failed: {exc}") from exc
+            fetched.sort(key=lambda f: f[0].key in (PACK_IMAGES, IMAGES))  # PNGs last
+            for ref, path, sha in fetched:
+                key = output_key(
+                    self.store.prefix,
+                    request.run_id,
+                    request.job_key,
+                    request.prompt_id,
+                    ref.filename,
+                )
+                kind = "application/json" if ref.key == SIDECARS else "image/png"
+                try:
+                    info = self.store.upload_file(path, key, sha256=sha, content_type=kind)
+                except ObjectStoreError as exc:
+                    raise JobFailed("upload_failed", str(exc)) from exc
+                files.append(
+                    {
+                        "node": ref.node_id,
+                        "key": ref.key,
+                        "filename": ref.filename,
+                        "subfolder": ref.subfolder,
+                        "s3_key": key,
+                        "sha256": sha,
+                        "bytes": info.size,
+                    }
+                )
+        return files
+
+    def _send(self, job: Mapping[str, Any], update: dict[str, Any]) -> None:
+        if self.progress is None:
+            return
+        try:
+            self.progress(job, update)
+        except Exception:  # progress is a courtesy; never the end of a job
+            log.exception("progress update failed")
+
+
+def _progress_of(event: Event | None, prompt_id: str) -> dict[str, Any] | None:
+    if isinstance(event, ExecutionStart) and event.prompt_id == prompt_id:
+        return {"stage": "running", "prompt_id": prompt_id}
+    if isinstance(event, Executing) and event.prompt_id == prompt_id:
+        return {"stage": "node", "prompt_id": prompt_id, "node": event.node}
+    if isinstance(event, Progress) and event.prompt_id in (prompt_id, None):
+        return {
+            "stage": "sampling",
+            "prompt_id": prompt_id,
+            "node": event.node,
+            "value": event.value,
+            "max": event.max,
+        }
+    return None
+
+
+_WORKER: Worker | None = None
+
+
+def handle(job: dict[str, Any]) -> dict[str, Any]:
+    """The runpod handler: one :class:`Worker` per process, configured from the environment.
+
+    Progress goes through ``runpod.serverless.progress_update`` where the platform gives the
+    worker somewhere to send it (``RUNPOD_WEBHOOK_POST_OUTPUT``); elsewhere it is only logged.
+    """
+    global _WORKER
+    if _WORKER is None:
+        try:
+            _WORKER = Worker.from_env(progress=_platform_progress())
+        except CharpackError as exc:
+            return JobFailed("comfy_unavailable", str(exc)).payload()
+    return _WORKER.handle(job)
+
+
+def _platform_progress() -> Progress_ | None:
+    if not os.environ.get("RUNPOD_WEBHOOK_POST_OUTPUT"):
+        return lambda job, update: log.info("progress %s: %s", job.get("id"), update)
+    from runpod.serverless import progress_update
+
+    def send(job: Mapping[str, Any], update: dict[str, Any]) -> None:
+        progress_update(dict(job), update)
+
+    return send
