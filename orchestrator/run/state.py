@@ -10,28 +10,35 @@ still in flight for the runner to look up on their servers, and gives failed job
 interrupt nobody asked for is an ``error``. Seeds follow :func:`charpack.pack.jobs.retry_seed`
 and never repeat within a job. Nothing is written until :meth:`PackState.save`.
 
-The manifest is rewritten once per change, not once per job it touches:
+The manifest is saved once per change, not once per job it touches:
 :meth:`PackState.begin_all` saves at once (the attempts of one dispatch are on disk before any
 is posted), taking along whatever else changed since the last save; every other change (an
 attempt's end, a refused scene's jobs, a cancel) only marks the state dirty, and the run loop
 calls :meth:`PackState.flush` once per message handled, before it waits for the next. In a
-steady run each attempt costs one rewrite: the next attempt's begin carries the previous end.
+steady run each attempt costs one save: the next attempt's begin carries the previous end. A
+save's cost does not grow with the pack (:meth:`charpack.folder.manifest.Manifest.save`: a big
+pack's saves go to ``manifest.journal``); :meth:`PackState.close` leaves ``manifest.json``
+whole at the end of the run.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..errors import CharpackError
 from ..folder.manifest import Attempt, JobEntry, Manifest, ManifestError
 from ..pack.jobs import Job, expand, prompt_id_for, retry_seed
 from ..pack.packfile import Pack
 from .retry_rules import Decision, Ending, active, judge, settle
+
+log = logging.getLogger(__name__)
 
 CANCELLED = "cancelled by the user (Ctrl-C twice); the next run submits it again"
 
@@ -170,6 +177,20 @@ class PackState:
         jobs it touched)."""
         if self.dirty:
             self.save()
+
+    def close(self) -> None:
+        """The run is over (finished, interrupted or failing): leave ``manifest.json`` whole,
+        with a big pack's journal folded in. Never raises for the folder: when that write
+        fails the journal stays, and every reader and the next run still see each save."""
+        try:
+            self.manifest.close()
+        except CharpackError as exc:
+            log.warning(
+                "%s: manifest.json not rewritten (%s); manifest.journal holds the "
+                "latest changes and the next run folds them in",
+                self.folder,
+                exc,
+            )
 
     def _resume(self) -> None:
         for entry in self.manifest:
