@@ -179,7 +179,9 @@ class Worker:
         prefix = self.store.prefix
         marker = done_key(prefix, request.run_id, request.job_key, request.prompt_id)
         try:
-            done = self.store.get_json(marker)
+            # HEAD first, the cheap check a client also makes (a missing bucket reads as "not
+            # done" here and fails at the first upload, after the run, like a bucket removed).
+            done = self.store.get_json(marker) if self.store.head(marker) else None
         except ObjectStoreError as exc:
             raise JobFailed("upload_failed", str(exc)) from exc
         if isinstance(done, dict) and done.get("prompt_id") == request.prompt_id:

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -62,12 +63,23 @@ class S3:
         """Every key under ``prefix`` in the bucket, in key order."""
         return list(self.store().keys(prefix))
 
+    def write_order(self, prefix: str) -> list[str]:
+        """The keys under ``prefix`` in the order the server stored them (moto's own record,
+        microsecond timestamps: S3's listing gives whole seconds)."""
+        from moto.core import DEFAULT_ACCOUNT_ID
+        from moto.s3.models import s3_backends
+
+        bucket = s3_backends[DEFAULT_ACCOUNT_ID]["global"].buckets[self.bucket]
+        stored = [(v.last_modified, k) for k, v in bucket.keys.items() if k.startswith(prefix)]
+        return [k for _, k in sorted(stored)]
+
 
 @pytest.fixture(scope="session")
 def s3() -> Iterator[S3]:
     """A real S3 API on loopback (moto's threaded server), one bucket, env set for boto3."""
     from moto.server import ThreadedMotoServer
 
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
