@@ -102,6 +102,7 @@ class PodManifest:
     layout: dict[str, str]
     pod: dict[str, Any]
     training: dict[str, Any] = field(default_factory=lambda: dict(TRAINING_DEFAULTS))
+    serverless: dict[str, Any] = field(default_factory=dict)
 
 
 def load_manifest(path: Path) -> PodManifest:
@@ -137,6 +138,7 @@ def load_manifest(path: Path) -> PodManifest:
         if not _is_relative_clean(layout.get(name, "")):
             problems.append(f"layout.{name}: must be a relative path inside the volume")
     training = _training(raw.get("training", {}), problems)
+    serverless = _serverless(raw.get("serverless", {}), problems)
     reserve_gb = raw.get("volume", {}).get("reserve_gb", 0)
     if not isinstance(reserve_gb, (int, float)) or reserve_gb < 0:
         problems.append("volume.reserve_gb: must be a number of GB >= 0")
@@ -160,6 +162,7 @@ def load_manifest(path: Path) -> PodManifest:
         layout=layout,
         pod=dict(raw.get("pod", {})),
         training=training,
+        serverless=serverless,
     )
 
 
@@ -183,6 +186,51 @@ def _training(table: Any, problems: list[str]) -> dict[str, Any]:
     if unknown:
         problems.append(f"training: unknown key(s) {', '.join(unknown)}")
     return out
+
+
+# The [serverless] table (`charpack endpoint up`): key -> (type, check, what a good value is).
+_SERVERLESS: dict[str, tuple[type | tuple[type, ...], Any, str]] = {
+    "name": (str, lambda v: 0 < len(v) <= 191, "a name of 1-191 characters"),
+    "image": (str, lambda v: bool(v.strip()) and " " not in v, "a container image reference"),
+    "gpu_type": (str, bool, 'a RunPod GPU type id, e.g. "NVIDIA GeForce RTX 4090"'),
+    "price_per_s": ((int, float), lambda v: 0 < v < 1, "USD per second, e.g. 0.00031"),
+    "max_workers": (int, lambda v: 1 <= v <= 1000, "a whole number of workers >= 1"),
+    "min_workers": (int, lambda v: v >= 0, "a whole number of workers >= 0"),
+    "idle_timeout_s": (int, lambda v: 1 <= v <= 3600, "seconds from 1 to 3600 (RunPod's range)"),
+    "execution_timeout_s": (int, lambda v: 5 < v <= 86400, "seconds, > 5 and at most 24 h"),
+    "queue_delay_s": ((int, float), lambda v: v >= 0.5, "seconds >= 0.5 (RunPod's minimum)"),
+    "flashboot": (bool, lambda v: True, "true or false"),
+    "container_disk_gb": (int, lambda v: v >= 5, "GB >= 5"),
+    "allowed_cuda_versions": (list, lambda v: all(re.fullmatch(r"\d+\.\d+", str(x)) for x in v),
+                              'CUDA versions as "major.minor"'),
+    "volume_mount": (str, lambda v: v == "/runpod-volume",
+                     '"/runpod-volume" (where Serverless mounts the network volume)'),
+}  # fmt: skip
+
+
+def _serverless(table: Any, problems: list[str]) -> dict[str, Any]:
+    """The ``[serverless]`` table, when there is one: every key present and of its kind (the
+    endpoint's settings are pinned like everything else). A pod-only manifest may omit it."""
+    if not isinstance(table, dict):
+        problems.append("serverless: must be a table ([serverless])")
+        return {}
+    if not table:
+        return {}
+    for key, (kind, ok, good) in _SERVERLESS.items():
+        value = table.get(key)
+        if value is None:
+            problems.append(f"serverless.{key}: missing ({good})")
+        elif isinstance(value, bool) is not (kind is bool) or not isinstance(value, kind):
+            problems.append(f"serverless.{key}: {value!r} is not {good}")
+        elif not ok(value):
+            problems.append(f"serverless.{key}: {value!r} is not {good}")
+    if isinstance(table.get("min_workers"), int) and isinstance(table.get("max_workers"), int):
+        if table["min_workers"] > table["max_workers"]:
+            problems.append("serverless.min_workers: more than max_workers")
+    unknown = sorted(set(table) - set(_SERVERLESS))
+    if unknown:
+        problems.append(f"serverless: unknown key(s) {', '.join(unknown)}")
+    return dict(table)
 
 
 def _model(key: str, t: dict[str, Any], problems: list[str]) -> Model:

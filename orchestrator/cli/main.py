@@ -26,6 +26,7 @@ from ..comfy.objectinfo import ObjectInfo
 from ..errors import CharpackError, ValidationError
 from ..pack.packfile import load_pack
 from . import character as cli_character
+from . import endpoint as cli_endpoint
 from . import pack as cli_pack
 from . import pod as cli_pod
 from . import run as cli_run
@@ -160,6 +161,7 @@ app.command()(cli_pack.report)
 app.command()(cli_pack.publish)
 app.command("contact-sheet")(cli_pack.contact_sheet)
 app.add_typer(cli_pod.app, name="pod")
+app.add_typer(cli_endpoint.app, name="endpoint")
 app.add_typer(cli_character.app, name="character")
 app.add_typer(workflows_app, name="workflows")
 
