@@ -8,7 +8,9 @@ its code: 0 every job has an image, 1 some failed or are left, 2 bad input, 3 no
 credentials, 130 stopped by Ctrl-C. Credentials come from the environment only
 (``CHARPACK_TOKEN``, ``CHARPACK_BASIC_AUTH``) and are
 never printed. The ``charpack`` app registers :func:`run`; ``python -m charpack.cli.run``
-runs it alone.
+runs it alone. ``--endpoint ID`` (repeatable) adds RunPod Serverless endpoints, alone or beside
+the servers (:mod:`charpack.serverless.backend`); with an endpoint and no ``--server`` no
+default server is used.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.markup import escape
@@ -31,6 +33,9 @@ from ..pack.packfile import Pack, load_pack
 from ..run.runner import RunOptions, RunSummary, run_pack
 from .output import console, err_console, show_error
 from .progress import JsonLines, RichProgress
+
+if TYPE_CHECKING:
+    from ..serverless.backend import EndpointConfig
 
 SERVER_ENV = "CHARPACK_SERVER"
 DEFAULT_SERVER = "http://127.0.0.1:8188"
@@ -97,6 +102,37 @@ def run(
     contact_sheet: Annotated[
         bool, typer.Option("--contact-sheet/--no-contact-sheet", help="Write contact-sheet.jpg.")
     ] = True,
+    endpoint: Annotated[
+        Optional[list[str]],  # noqa: UP045
+        typer.Option(
+            "--endpoint",
+            "-e",
+            help="A RunPod Serverless endpoint id to run jobs on (repeatable; alone or beside "
+            "--server). Needs RUNPOD_API_KEY and the results bucket: CHARPACK_S3_BUCKET, "
+            "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (CHARPACK_S3_ENDPOINT_URL for "
+            "S3-compatible storage).",
+        ),
+    ] = None,
+    endpoint_workers: Annotated[
+        int,
+        typer.Option(
+            "--endpoint-workers",
+            min=1,
+            max=1000,
+            help="GPUs each endpoint runs at once (its max workers): the run keeps "
+            "that many jobs running there, plus --backlog queued per GPU.",
+        ),
+    ] = 10,
+    job_timeout: Annotated[
+        float,
+        typer.Option(
+            "--job-timeout",
+            min=6,
+            max=86400,
+            help="Seconds a Serverless job may run before RunPod stops it (its policy's "
+            "execution timeout); it then runs again.",
+        ),
+    ] = 600,
 ) -> None:
     """Generate every image of a pack into a pack folder; run it again to resume."""
     try:
@@ -107,8 +143,13 @@ def run(
             max_retries=max_retries,
             contact_sheet=contact_sheet,
         )
-        with _servers(server, pod, pod_name, volume_id, json_out) as configs:
-            summary = _run(loaded, configs, options, json_out)
+        endpoints = _endpoints(endpoint, endpoint_workers, job_timeout)
+        if endpoints and not server and not pod:
+            configs: list[ServerConfig] = []  # the endpoint alone: no default server
+            summary = _run(loaded, configs, options, json_out, endpoints)
+        else:
+            with _servers(server, pod, pod_name, volume_id, json_out) as configs:
+                summary = _run(loaded, configs, options, json_out, endpoints)
     except CharpackError as exc:
         raise typer.Exit(show_error(exc, "events" if json_out else "text")) from None
     if not json_out:
@@ -140,14 +181,36 @@ def _servers(
         yield [info.server(token=token), *extra]
 
 
+def _endpoints(ids: list[str] | None, workers: int, timeout_s: float) -> list[EndpointConfig]:
+    if not ids:
+        return []
+    from ..serverless.backend import EndpointConfig
+    from ..serverless.jobs_api import Policy
+
+    policy = Policy(execution_timeout_ms=int(timeout_s * 1000))
+    given = dict.fromkeys(i.strip() for i in ids if i.strip())
+    return [EndpointConfig(endpoint_id=i, workers=workers, policy=policy) for i in given]
+
+
 def _run(
-    pack: Pack, configs: list[ServerConfig], options: RunOptions, json_out: bool
+    pack: Pack,
+    configs: list[ServerConfig],
+    options: RunOptions,
+    json_out: bool,
+    endpoints: list[EndpointConfig],
 ) -> RunSummary:
     if json_out:
         with JsonLines(sys.stdout) as lines:
-            return run_pack(pack, servers=configs, options=replace(options, on_event=lines))
+            return run_pack(
+                pack,
+                servers=configs,
+                options=replace(options, on_event=lines),
+                endpoints=endpoints,
+            )
     with RichProgress(err_console) as display:
-        return run_pack(pack, servers=configs, options=replace(options, on_event=display))
+        return run_pack(
+            pack, servers=configs, options=replace(options, on_event=display), endpoints=endpoints
+        )
 
 
 def _show(summary: RunSummary) -> None:

@@ -13,14 +13,44 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
+from typing import Any, Protocol
 
 from ..folder.manifest import Manifest
 from .messages import Cancelled, ServerDown, ServerUp, Unusable
 from .options import RunOptions, ServerSummary
 from .scheduler import Scheduler
-from .worker import ServerWorker
 
 log = logging.getLogger(__name__)
+
+
+class Worker(Protocol):
+    """What the loop needs of a server's worker: a ComfyUI server's
+    (:class:`~charpack.run.worker.ServerWorker`) or a Serverless endpoint's
+    (:class:`~charpack.serverless.backend.EndpointWorker`, with its own ``capacity``)."""
+
+    name: str
+    url: str
+    version: str | None
+    names: dict[str, str]
+
+    @property
+    def config(self) -> Any: ...  # its label names it in messages
+
+    @property
+    def reconnects(self) -> int: ...
+
+    def start(self) -> Any: ...
+
+    def submit(self, command: Any) -> None: ...
+
+    def forget(self, prompt_ids: tuple[str, ...]) -> None: ...
+
+    def drain(self) -> None: ...
+
+    def cancel(self) -> None: ...
+
+    def close(self, timeout: float = 10.0) -> None: ...
+
 
 STOP_LIMIT_S = 600.0  # downloads after Ctrl-C are bounded by HTTP timeouts; this is a backstop
 
@@ -31,7 +61,7 @@ class Fleet:
     def __init__(
         self,
         *,
-        workers: Iterable[ServerWorker],
+        workers: Iterable[Worker],
         scheduler: Scheduler,
         options: RunOptions,
         emit: Callable[..., None],

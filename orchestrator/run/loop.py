@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import queue
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +25,7 @@ from charpack_nodes.pipelines.stages import stage_name
 from ..comfy.events import Event, Executing, ExecutionStart, Progress
 from ..errors import DiskFull
 from .events import RunEvent, StageClocks, stage_of
-from .fleet import Fleet
+from .fleet import Fleet, Worker
 from .messages import (
     Adopt,
     Cancelled,
@@ -42,7 +43,7 @@ from .options import Interrupt, RunControl, RunOptions, RunSummary
 from .retry_rules import Decision, Ending
 from .scheduler import Scheduler
 from .state import Begin, PackState, model_group
-from .worker import ServerWorker, substitute
+from .worker import substitute
 
 log = logging.getLogger(__name__)
 
@@ -60,14 +61,18 @@ class RunLoop:
         self,
         *,
         state: PackState,
-        workers: list[ServerWorker],
+        workers: Sequence[Worker],
         control: RunControl,
         options: RunOptions,
     ) -> None:
         self.state = state
         self.control = control
         self.options = options
-        self.scheduler = Scheduler(servers=[w.name for w in workers], backlog=options.backlog)
+        self.scheduler = Scheduler(
+            servers=[w.name for w in workers],
+            backlog=options.backlog,
+            capacities={w.name: w.capacity for w in workers if hasattr(w, "capacity")},
+        )
         self.fleet = Fleet(
             workers=workers, scheduler=self.scheduler, options=options, emit=self.emit
         )

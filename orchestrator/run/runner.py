@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..comfy.auth import ServerConfig
 from ..errors import AuthError, CharpackError, DiskFull, ServerUnavailable
@@ -47,6 +47,7 @@ from ..pack.jobs import Job
 from ..pack.packfile import Pack
 from .events import RunEvent
 from .fetcher import download_rules
+from .fleet import Worker
 from .loop import RunLoop
 from .messages import ServerDown, ServerUp, Unusable
 from .options import (
@@ -58,6 +59,9 @@ from .options import (
 )
 from .state import PackState
 from .worker import ServerWorker
+
+if TYPE_CHECKING:
+    from ..serverless.backend import EndpointConfig
 
 __all__ = [
     "EXIT_INTERRUPTED",
@@ -96,8 +100,12 @@ def run_pack(
     servers: Sequence[ServerConfig],
     options: RunOptions | None = None,
     workflow: Workflow | None = None,
+    endpoints: Sequence[EndpointConfig] = (),
 ) -> RunSummary:
     """Run ``pack`` on ``servers`` into its pack folder; see the module docstring.
+
+    ``endpoints``: RunPod Serverless endpoints that take part in the run beside (or instead
+    of) ``servers``, each as one server of many GPUs (:mod:`charpack.serverless.backend`).
 
     ``workflow``, when given, builds each attempt's graph instead of the pack's pipeline (the
     manifest records what was posted). The graph's output node must list its files in its UI
@@ -112,16 +120,18 @@ def run_pack(
     is the last one that fit); other problems during the run end up in the summary.
     """
     options = options or RunOptions()
-    if not servers:
-        raise ServerUnavailable("no server given: pass --server URL (or set CHARPACK_SERVER)")
-    names = [s.name for s in servers]
+    if not servers and not endpoints:
+        raise ServerUnavailable(
+            "no server given: pass --server URL (or set CHARPACK_SERVER) or --endpoint ID"
+        )
+    names = [s.name for s in servers] + [e.name for e in endpoints]
     if len(set(names)) != len(names):
         raise ServerUnavailable(f"a server is given twice ({', '.join(names)}); give each once")
     started = time.monotonic()
     folder = options.out or Path.cwd() / pack.name
     lock = PackLock.acquire(folder)  # a second run on this folder stops here
     try:
-        return _run_locked(pack, folder, lock, servers, options, workflow, started)
+        return _run_locked(pack, folder, lock, servers, endpoints, options, workflow, started)
     finally:
         lock.release(remove_folder=True)  # the folder goes only when the run wrote nothing
 
@@ -131,6 +141,7 @@ def _run_locked(
     folder: Path,
     lock: PackLock,
     servers: Sequence[ServerConfig],
+    endpoints: Sequence[EndpointConfig],
     options: RunOptions,
     workflow: Workflow | None,
     started: float,
@@ -153,7 +164,8 @@ def _run_locked(
         state.jobs = {key: _prepared(job, workflow) for key, job in state.jobs.items()}
     control = options.control or RunControl()
     uploads = tuple(dict.fromkeys(u for job in state.jobs.values() for u in job.uploads))
-    workers = [
+    rules = download_rules(state.jobs, options, prepared=workflow is not None)
+    workers: list[Worker] = [
         ServerWorker(
             config=config,
             inbox=control.inbox,
@@ -162,10 +174,27 @@ def _run_locked(
             gate=pack.identity,
             poll_interval=options.poll_interval,
             probe_interval=options.probe_interval,
-            downloads=download_rules(state.jobs, options, prepared=workflow is not None),
+            downloads=rules,
         )
         for config in servers
     ]
+    if endpoints:
+        from ..serverless.backend import EndpointWorker  # boto3: the serverless extra
+
+        workers += [
+            EndpointWorker(
+                config=config,
+                inbox=control.inbox,
+                folder=folder,
+                uploads=uploads,
+                gate=pack.identity,
+                run_id=state.run_id,
+                backlog=options.backlog,
+                downloads=rules,
+                probe_interval=options.probe_interval,
+            )
+            for config in endpoints
+        ]
     try:
         for worker in workers:
             worker.start()
@@ -235,7 +264,7 @@ def _prepared(job: Job, build: Workflow) -> _Prepared:
 
 
 def _first_contact(
-    workers: list[ServerWorker], inbox: queue.SimpleQueue[Any], *, deadline_s: float
+    workers: list[Worker], inbox: queue.SimpleQueue[Any], *, deadline_s: float
 ) -> list[Any]:
     """Wait until every server answered or failed once; raise when none can be used."""
     heard: dict[str, Any] = {}

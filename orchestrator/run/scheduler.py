@@ -20,7 +20,7 @@ assignments. The rules, in the order they apply:
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 
 
@@ -32,19 +32,31 @@ class ServerSlot:
     order: int
     healthy: bool = True
     load: int = 0  # prompts in flight on it (submitted and not finished)
+    capacity: int = 3  # prompts it holds at most (backlog + 1; more for a Serverless endpoint)
     group: Hashable | None = None  # the model group it ran last
 
 
 class Scheduler:
     """Assigns waiting jobs (by key) to servers; see the module docstring for the rules."""
 
-    def __init__(self, *, servers: Sequence[str], backlog: int = 2) -> None:
+    def __init__(
+        self,
+        *,
+        servers: Sequence[str],
+        backlog: int = 2,
+        capacities: Mapping[str, int] | None = None,
+    ) -> None:
         if backlog < 0:
             raise ValueError(f"backlog must be 0 or more, got {backlog}")
         if len(set(servers)) != len(servers):
             raise ValueError(f"server names must be unique, got {list(servers)}")
         self.capacity = backlog + 1
-        self.slots = {name: ServerSlot(name, i) for i, name in enumerate(servers)}
+        # A server named in ``capacities`` (an endpoint of many GPUs) holds that many instead.
+        room = dict(capacities or {})
+        self.slots = {
+            name: ServerSlot(name, i, capacity=room.get(name, self.capacity))
+            for i, name in enumerate(servers)
+        }
         self._groups: OrderedDict[Hashable, deque[str]] = OrderedDict()
         self._group_of: dict[str, Hashable] = {}
 
@@ -103,7 +115,7 @@ class Scheduler:
         """
         out: list[tuple[str, str]] = []
         while self._group_of:
-            room = [s for s in self.slots.values() if s.healthy and s.load < self.capacity]
+            room = [s for s in self.slots.values() if s.healthy and s.load < s.capacity]
             if not room:
                 break
             slot = min(room, key=lambda s: (s.load, s.order))
