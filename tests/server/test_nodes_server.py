@@ -202,9 +202,10 @@ def test_an_unknown_checkpoint_is_refused_before_anything_runs_with_the_choices(
     # ComfyUI's own list check (the checkpoint combo is a file list), once, under its input;
     # the missing face is its own line.
     checkpoint = [line for line in lines if "ckpt_name" in line]
+    choices = ", ".join(client.models("checkpoints"))  # the test world's checkpoint files
     assert checkpoint == [
         "[CharpackCharacter] ckpt_name: 'juggernautXL.safetensors' is not an allowed value; "
-        "the server has: bigLoveXL.safetensors."
+        f"the server has: {choices}."
     ], lines
     assert len(lines) == 2 and any(
         "face_image" in line and "whatever.png" in line for line in lines
