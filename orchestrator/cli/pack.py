@@ -165,13 +165,35 @@ def _show_time_and_cost(r: PackReport) -> None:
     if r.stage_means_s:
         stages = " · ".join(f"{k} {v:.1f} s" for k, v in r.stage_means_s.items())
         console.print(f"stages (mean per attempt): {escape(stages)}")
-    if r.cost is not None:
-        per = "" if r.cost_per_image is None else f", ${r.cost_per_image:.4f} per image"
+    per = "" if r.cost_per_image is None else f", ${r.cost_per_image:.4f} per image"
+    if r.cost is not None and not r.endpoint_bills:
         console.print(
             f"[bold]cost[/]: {r.billed_s / 3600:.2f} GPU hours on {len(r.server_spans_s)} "
             f"server(s) × ${r.price_per_hour:.2f}/h = ${r.cost:.2f}{per} "
             f"({escape(r.price_source)}; pod start-up not included)"
         )
+    elif r.cost is not None:
+        _show_bill(r, per)
+
+
+def _show_bill(r: PackReport, per: str) -> None:
+    """Pods by their spans, endpoints by their worker seconds, then the total."""
+    pods = sum(r.server_spans_s.values())
+    if pods:
+        console.print(
+            f"[bold]cost[/] of pods: {pods / 3600:.2f} GPU hours on {len(r.server_spans_s)} "
+            f"server(s) × ${r.price_per_hour:.2f}/h = ${pods / 3600 * r.price_per_hour:.2f} "
+            f"({escape(r.price_source)}; pod start-up not included)"
+        )
+    for bill in r.endpoint_bills:
+        lower = " (ComfyUI execution only: a lower bound)" if bill.measured == "execution" else ""
+        console.print(
+            f"[bold]bill[/] of endpoint {escape(bill.endpoint_id)}: {bill.worker_s:.1f} worker "
+            f"seconds{lower} in {bill.attempts} attempts × ${bill.usd_per_s:.5f}/s = "
+            f"${bill.cost:.4f} ({escape(bill.price_source)}; cold starts and idle timeouts not "
+            "included: charpack endpoint status shows what RunPod billed)"
+        )
+    console.print(f"[bold]total[/]: ${r.cost:.4f}{per}")
 
 
 def histogram(

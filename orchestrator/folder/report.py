@@ -10,7 +10,9 @@ the CLI renders :class:`PackReport` (:mod:`charpack.cli.pack`).
 
 Cost model: a pod is billed while it runs, so the estimate is each server's span from its first
 submission to its last finish, summed over servers, times the hourly price. Time spent before
-the first job (pod start, model downloads) is not in the manifest and not counted.
+the first job (pod start, model downloads) is not in the manifest and not counted. A RunPod
+Serverless endpoint is billed per worker second instead: its attempts' worker seconds times the
+price of its GPU type (:mod:`charpack.serverless.bill`), never a span.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any
 
 from charpack_nodes.pipelines.stages import stage_name
 
+from ..serverless.bill import EndpointBill, endpoint_bills, endpoint_id_of
 from .manifest import JobEntry, Manifest, ManifestError
 
 PRICE_ENV = "CHARPACK_PRICE_PER_HOUR"
@@ -135,6 +138,11 @@ class PackReport:
     price_per_hour: float
     price_source: str
     servers: dict[str, int] = field(default_factory=dict)  # server -> attempts
+    endpoint_bills: list[EndpointBill] = field(default_factory=list)  # Serverless endpoints
+
+    @property
+    def endpoint_cost(self) -> float:
+        return sum(b.cost for b in self.endpoint_bills)
 
     @property
     def images(self) -> int:
@@ -142,12 +150,16 @@ class PackReport:
 
     @property
     def billed_s(self) -> float:
-        return sum(self.server_spans_s.values())
+        """Pod seconds (spans) plus endpoint worker seconds."""
+        return sum(self.server_spans_s.values()) + sum(b.worker_s for b in self.endpoint_bills)
 
     @property
     def cost(self) -> float | None:
         """Estimated dollars for the run (None without timings)."""
-        return self.billed_s / 3600 * self.price_per_hour if self.server_spans_s else None
+        if not self.server_spans_s and not self.endpoint_bills:
+            return None
+        pods = sum(self.server_spans_s.values()) / 3600 * self.price_per_hour
+        return pods + self.endpoint_cost
 
     @property
     def cost_per_image(self) -> float | None:
@@ -156,7 +168,8 @@ class PackReport:
     @property
     def seconds_per_image(self) -> float | None:
         """Billed seconds per accepted image: retries and failures are part of the price."""
-        return self.billed_s / self.images if self.images and self.server_spans_s else None
+        timed = self.server_spans_s or self.endpoint_bills
+        return self.billed_s / self.images if self.images and timed else None
 
     @property
     def gpu_seconds_per_image(self) -> float | None:
@@ -173,6 +186,7 @@ class PackReport:
             seconds_per_image=_round(self.seconds_per_image, 3),
             gpu_seconds_per_image=_round(self.gpu_seconds_per_image, 3),
             score_stats=score_stats(self.accepted_scores),
+            endpoint_bills=[b.to_json() for b in self.endpoint_bills],
         )
         return data
 
@@ -195,6 +209,7 @@ def build_report(folder: Path, *, price_per_hour: float, price_source: str = "gi
     spans: dict[str, tuple[float, float]] = {}
     servers: Counter[str] = Counter()
     attempts = retried = 0
+    on_endpoints: list[Any] = []
     for entry in manifest:
         job_status = str(entry.get("status", "pending"))
         status[job_status] += 1
@@ -219,6 +234,9 @@ def build_report(folder: Path, *, price_per_hour: float, price_source: str = "gi
             _collect_times(attempt, execution, waits, stages)
             server = str(attempt.get("server") or "?")
             servers[server] += 1
+            if endpoint_id_of(server) is not None:
+                on_endpoints.append(attempt)  # billed per worker second, not by its span
+                continue
             start, end = _number(attempt.get("submitted_at")), _number(attempt.get("finished_at"))
             if start is not None and end is not None and end >= start:
                 lo, hi = spans.get(server, (start, end))
@@ -244,6 +262,7 @@ def build_report(folder: Path, *, price_per_hour: float, price_source: str = "gi
         price_per_hour=price_per_hour,
         price_source=price_source,
         servers=dict(servers),
+        endpoint_bills=endpoint_bills(on_endpoints, manifest.header.get("servers") or {}),
     )
 
 

@@ -21,7 +21,10 @@ import pytest
 from typer.testing import CliRunner
 
 from charpack.cli import main as cli_main
+from charpack.folder.manifest import Manifest
+from charpack.serverless.bill import PRICE_ENV
 from charpack.serverless.endpoint import load_endpoint_spec
+from tests.support.pack_folders import JobSpec, Shot, build
 
 from .conftest import REPO
 from .fake_runpod_rest import FakeRunPodRest
@@ -294,3 +297,88 @@ def test_a_bad_serverless_table_is_named_key_by_key(tmp_path: Path):
     assert any(p.startswith("serverless.price_per_s: missing") for p in problems)
     assert "serverless.min_workers: more than max_workers" in problems
     assert "serverless: unknown key(s) max_gpus" in problems
+
+
+# -- the bill in charpack report --------------------------------------------------------------
+
+POD = "https://pod-a-8188.proxy.runpod.net"
+ENDPOINT = "runpod-endpoint:ep7xk2m9q4"  # what the Serverless backend records as the server
+
+
+def _mixed_pack(folder: Path, *, worker_s: dict[int, float]) -> None:
+    """Two attempts on a pod and three on an endpoint (one of them failed: RunPod bills it)."""
+    build(
+        folder,
+        [
+            JobSpec("cafe", 1, [Shot(1, 0.6, execution_s=10, queue_wait_s=2, server=POD)]),
+            JobSpec("cafe", 2, [Shot(2, 0.6, execution_s=20, queue_wait_s=0, server=POD)]),
+            JobSpec("cafe", 3, [Shot(3, None, "error", "worker lost", execution_s=4,
+                                     server=ENDPOINT),
+                                Shot(4, 0.7, execution_s=12, server=ENDPOINT)]),
+            JobSpec("cafe", 4, [Shot(5, 0.8, execution_s=12, server=ENDPOINT)]),
+        ],
+    )  # fmt: skip
+    manifest = Manifest.load(folder)
+    for entry in manifest:
+        for attempt in entry.get("attempts") or []:
+            if attempt["seed"] in worker_s:
+                attempt["worker_s"] = worker_s[attempt["seed"]]  # type: ignore[typeddict-unknown-key]
+        manifest.put(entry)
+    manifest.save()
+
+
+def _report(folder: Path, *args: str) -> Any:
+    return CliRunner().invoke(cli_main.app, ["report", str(folder), *args], catch_exceptions=False)
+
+
+def test_report_bills_endpoint_attempts_per_worker_second_and_pods_by_span(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.delenv(PRICE_ENV, raising=False)
+    _mixed_pack(tmp_path, worker_s={3: 5.5, 4: 14.0, 5: 13.5})
+
+    result = _report(tmp_path, "--price-per-hour", "0.69", "--json")
+
+    assert result.exit_code == 0, result.output
+    data = as_json(result)
+    (bill,) = data["endpoint_bills"]
+    assert bill["endpoint_id"] == "ep7xk2m9q4" and bill["attempts"] == 3
+    assert bill["worker_s"] == pytest.approx(33.0) and bill["measured"] == "worker"
+    assert bill["usd_per_s"] == SERVERLESS["price_per_s"]  # nothing recorded: the manifest's
+    assert "runpod/manifest.toml list price" in bill["price_source"]
+    assert bill["cost"] == pytest.approx(33.0 * SERVERLESS["price_per_s"], abs=1e-5)
+    # The pod's span (12 + 20 s) is billed by the hour; the endpoint's is not a span.
+    assert data["server_spans_s"] == {POD: pytest.approx(32.0)}
+    pods = 32.0 / 3600 * 0.69
+    assert data["cost"] == pytest.approx(pods + 33.0 * SERVERLESS["price_per_s"], abs=1e-4)
+    text = _report(tmp_path, "--price-per-hour", "0.69").output
+    assert "bill of endpoint ep7xk2m9q4: 33.0 worker seconds in 3 attempts" in text
+    assert "cost of pods: 0.01 GPU hours on 1 server(s)" in text and "total: $" in text
+
+
+def test_the_price_the_run_recorded_wins_and_execution_seconds_are_called_a_lower_bound(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.delenv(PRICE_ENV, raising=False)
+    _mixed_pack(tmp_path, worker_s={})
+    manifest = Manifest.load(tmp_path)
+    price = {"usd_per_s": 0.00019, "gpu_type": "NVIDIA L4",
+             "source": "RunPod catalog, pool AMPERE_24"}  # fmt: skip
+    manifest.set_server(ENDPOINT, {"name": "endpoint-ep7xk2m9q4", "price": price})
+    manifest.save()
+
+    (bill,) = as_json(_report(tmp_path, "--json"))["endpoint_bills"]
+    assert bill["usd_per_s"] == 0.00019
+    assert bill["price_source"] == "NVIDIA L4, RunPod catalog, pool AMPERE_24"
+    assert bill["worker_s"] == pytest.approx(4 + 12 + 12) and bill["measured"] == "execution"
+    assert "(ComfyUI execution only: a lower bound)" in _report(tmp_path).output
+
+    monkeypatch.setenv(PRICE_ENV, "0.001")
+    (bill,) = as_json(_report(tmp_path, "--json"))["endpoint_bills"]
+    assert bill["usd_per_s"] == 0.001 and bill["price_source"] == f"from {PRICE_ENV}"
+
+
+def test_a_pod_only_pack_reports_its_cost_as_before(tmp_path: Path):
+    build(tmp_path, [JobSpec("cafe", 1, [Shot(1, 0.6, execution_s=10, queue_wait_s=2)])])
+    data = as_json(_report(tmp_path, "--price-per-hour", "1.8", "--json"))
+    assert data["endpoint_bills"] == [] and data["cost"] == pytest.approx(12 / 3600 * 1.8)
