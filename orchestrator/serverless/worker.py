@@ -31,7 +31,9 @@ A graph that ran and failed in a node is a COMPLETED job with ``status: "error"`
 the worker could not carry out is FAILED with ``error`` = a JSON string ``{"type", "message",
 "retry"}``; types: ``invalid_input`` and ``prompt_rejected`` (retrying cannot help),
 ``input_missing``, ``comfy_unavailable``, ``lost``, ``output_refused``, ``upload_failed``.
-Nothing is written to S3 for a FAILED job, so no ``done.json`` exists for it.
+Nothing is written to S3 for a FAILED job, so no ``done.json`` exists for it. For
+``comfy_unavailable`` and ``lost`` the answer also asks the SDK to replace the worker
+(``refresh_worker``).
 """
 
 from __future__ import annotations
@@ -75,6 +77,8 @@ COMFY_URL_ENV = "CHARPACK_COMFY_URL"
 DEFAULT_COMFY_URL = "http://127.0.0.1:8188"  # worker-comfyui's ComfyUI, beside the handler
 READY_ENV = "CHARPACK_COMFY_READY_S"
 DEFAULT_MAX_BYTES = 512 << 20
+# ComfyUI is gone or restarted under the handler: a fresh worker is the cure, not this one.
+REFRESH_KINDS = frozenset({"comfy_unavailable", "lost"})
 UNREACHABLE_S = 60.0  # ComfyUI silent this long while a prompt is in flight: the job fails
 
 Progress_ = Callable[[Mapping[str, Any], dict[str, Any]], None]
@@ -90,7 +94,10 @@ class JobFailed(CharpackError):
 
     def payload(self) -> dict[str, Any]:
         error = {"type": self.kind, "message": str(self), "retry": self.retry}
-        return {"error": json.dumps(error, sort_keys=True)}
+        answer: dict[str, Any] = {"error": json.dumps(error, sort_keys=True)}
+        if self.kind in REFRESH_KINDS:
+            answer["refresh_worker"] = True  # the SDK stops this worker; the platform starts anew
+        return answer
 
 
 @dataclass(frozen=True)
