@@ -208,6 +208,7 @@ def _run_locked(
     finally:
         for worker in workers:
             worker.close()
+        state.close()  # manifest.json whole again: a big pack's journal folded in
     summary = loop.summary(elapsed_s=time.monotonic() - started)
     if loop.disk_full is not None:
         raise _disk_full(folder, state)
