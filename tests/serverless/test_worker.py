@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from charpack.serverless.objects import done_key, input_key, output_prefix
 from tests.comfy.server import ComfyServer
 from tests.server.test_run_pack import write_pack
 from tests.serverless.conftest import S3, LocalWorker
+from tests.support.loopback import LoopbackServer, QuietHandler
 
 pytestmark = pytest.mark.server
 
@@ -182,3 +184,46 @@ def test_a_rejected_graph_fails_without_retry_and_bad_input_is_refused(
     bad = dict(given, job_key="../etc")
     error = json.loads(local_worker.runsync(bad)["error"])
     assert error["type"] == "invalid_input" and "job key" in error["message"]
+
+
+class ProgressSink(LoopbackServer):
+    """Where the SDK sends a worker's results and progress on the platform
+    (``RUNPOD_WEBHOOK_POST_OUTPUT``): records each posted body."""
+
+    def __init__(self) -> None:
+        self.posted: list[dict[str, Any]] = []
+        outer = self
+
+        class Handler(QuietHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                length = int(self.headers.get("Content-Length") or 0)
+                outer.posted.append(json.loads(self.rfile.read(length)))
+                self.reply({})
+
+        super().__init__(Handler)
+
+    def wait_for(self, test: Any, timeout_s: float = 60.0) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout_s
+        while not (found := [p for p in list(self.posted) if test(p)]):
+            assert time.monotonic() < deadline, f"no such progress update in {self.posted}"
+            time.sleep(0.05)
+        return found
+
+
+def test_progress_updates_go_out_through_the_sdk_while_the_graph_runs(
+    worker_factory: Any, s3: S3, tmp_path: Path
+) -> None:
+    given = job_input(make_job(tmp_path), s3)
+    with ProgressSink() as sink:
+        worker = worker_factory(env={"RUNPOD_WEBHOOK_POST_OUTPUT": f"{sink.url}/job-done?id=$ID"})
+        answer = worker.runsync(given)
+        assert answer["status"] == "COMPLETED", answer
+
+        def update(stage: str) -> Any:
+            return lambda p: p.get("status") == "IN_PROGRESS" and p["output"]["stage"] == stage
+
+        (queued,) = sink.wait_for(update("queued"))
+        assert queued["output"]["prompt_id"] == given["prompt_id"]
+        nodes = {p["output"]["node"] for p in sink.wait_for(update("node"))}
+        assert set(given["workflow"]) & nodes  # the graph's own nodes, as they ran
+        sink.wait_for(update("uploading"))
