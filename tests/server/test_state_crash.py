@@ -11,7 +11,8 @@ Two kinds of writer, both real processes killed with SIGKILL:
   every job once;
 - ``charpack run`` itself against the real CPU ComfyUI, journaling every save, killed after its
   first finished image: the folder loads with that image recorded (it is in the journal only),
-  and the next run collects the rest, runs nothing twice and leaves one plain manifest.json.
+  and the next run collects the rest, runs nothing twice and leaves one plain manifest.json;
+  a journaling run that ends leaves one plain manifest.json too.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from charpack.run.runner import run_pack
 from charpack.run.state import PackState
 from tests.comfy.server import ComfyServer
 from tests.server.test_run_pack import check_folder, history_ids, manifest, options, write_pack
-from tests.server.test_run_process import CHARPACK, REPO, Cli, five_jobs, ran_once_each
+from tests.server.test_run_process import CHARPACK, QUICK, REPO, Cli, five_jobs, ran_once_each
 from tests.support.commands import JsonLines
 
 pytestmark = pytest.mark.server
@@ -239,3 +240,18 @@ def test_a_killed_journaling_run_keeps_its_finished_image_and_the_next_run_compl
     ran_once_each(data, history_ids(slow_server.url))
     # Its image was made before the kill: collected (or kept), never generated again.
     assert [a["prompt_id"] for a in data["jobs"][finished["job"]]["attempts"]] == posted
+
+
+def test_a_journaling_run_that_ends_leaves_one_plain_manifest_json(
+    comfy_server: ComfyServer, cli_runs: list[Cli], tmp_path: Path
+) -> None:
+    path = write_pack(
+        tmp_path / "src", [{"name": "desk", "prompt": "at a desk", "count": 2}], stages=QUICK
+    )
+    out = tmp_path / "pack"
+    cli = JournalingCli(path, comfy_server.url, out)
+    cli_runs.append(cli)
+    assert cli.finish() == 0, cli.stderr()
+    assert not (out / JOURNAL).exists()  # folded in when the run ended
+    data = check_folder(out, load_pack(path))
+    assert [j["status"] for j in data["jobs"].values()] == ["done", "done"]
