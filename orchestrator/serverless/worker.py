@@ -14,10 +14,12 @@ submitting under the given prompt id, the websocket as a hint, ``/history`` as t
 :class:`~charpack.comfy.completion.Completion` deciding when it is done) and reattaches instead of
 submitting when ComfyUI already has the prompt in its queue or history, so a retried job on the
 same worker never runs twice; an attempt whose ``done.json`` is already in S3 is answered from it
-without touching ComfyUI. Files are checked as on pods (the saver's sidecar must name this prompt
-and image, the image must match its sha256 and size, at most ``expect`` files and bytes), then
-uploaded under :func:`~charpack.serverless.objects.output_prefix`: sidecars first, PNGs last,
-``done.json`` (this output) last of all.
+without touching ComfyUI. With ``CHARPACK_WORKER_EXCLUSIVE=1`` (set in the image, where the
+ComfyUI is the worker's own) any other prompt on it is cancelled first: what a job the platform
+timed out or cancelled left running. Files are checked as on pods (the saver's sidecar must
+name this prompt and image, the image must match its sha256 and size, at most ``expect`` files
+and bytes), then uploaded under :func:`~charpack.serverless.objects.output_prefix`: sidecars
+first, PNGs last, ``done.json`` (this output) last of all.
 
 Output (a COMPLETED job, also stored as ``done.json``)::
 
@@ -76,6 +78,8 @@ log = logging.getLogger(__name__)
 COMFY_URL_ENV = "CHARPACK_COMFY_URL"
 DEFAULT_COMFY_URL = "http://127.0.0.1:8188"  # worker-comfyui's ComfyUI, beside the handler
 READY_ENV = "CHARPACK_COMFY_READY_S"
+# Set in the image: the worker's ComfyUI is its own, so any other prompt on it is an orphan.
+EXCLUSIVE_ENV = "CHARPACK_WORKER_EXCLUSIVE"
 DEFAULT_MAX_BYTES = 512 << 20
 # ComfyUI is gone or restarted under the handler: a fresh worker is the cure, not this one.
 REFRESH_KINDS = frozenset({"comfy_unavailable", "lost"})
@@ -151,6 +155,7 @@ class Worker:
         progress: Progress_ | None = None,
         ready_s: float = 600.0,
         poll_interval: float = 5.0,
+        exclusive: bool = False,
     ) -> None:
         self.config = ServerConfig.from_url(comfy_url, name="local ComfyUI")
         self.client = ComfyClient(config=self.config)
@@ -158,6 +163,7 @@ class Worker:
         self.progress = progress
         self.ready_s = ready_s
         self.poll_interval = poll_interval
+        self.exclusive = exclusive
         self.comfyui_version: str | None = None
 
     @classmethod
@@ -168,6 +174,7 @@ class Worker:
             store=ObjectStore.from_env(env),
             progress=progress,
             ready_s=float(env.get(READY_ENV) or 600.0),
+            exclusive=env.get(EXCLUSIVE_ENV, "").strip().lower() in ("1", "true", "yes"),
         )
 
     def handle(self, job: Mapping[str, Any]) -> dict[str, Any]:
@@ -295,6 +302,8 @@ class Worker:
             )
             completion.add(prompt_id)
             try:
+                if self.exclusive:
+                    self._cancel_orphans(prompt_id)
                 state = self.client.job_state(prompt_id)
                 if state is JobState.LOST:
                     self.client.submit(
@@ -314,6 +323,15 @@ class Worker:
         entry = self.client.history(prompt_id) or {}
         outputs = entry.get("outputs") if isinstance(entry.get("outputs"), dict) else {}
         return result, dict(outputs or {})
+
+    def _cancel_orphans(self, prompt_id: str) -> None:
+        """Drop every other prompt from this worker's ComfyUI: a job the platform timed out or
+        cancelled leaves its prompt running there, and the next job would wait behind it."""
+        queued = self.client.queue()
+        orphans = sorted(set(queued.running + queued.pending) - {prompt_id})
+        if orphans:
+            log.warning("cancelling %d prompt(s) left by earlier jobs: %s", len(orphans), orphans)
+            self.client.cancel(orphans)
 
     def _wait(
         self,

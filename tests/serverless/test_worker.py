@@ -227,3 +227,27 @@ def test_progress_updates_go_out_through_the_sdk_while_the_graph_runs(
         nodes = {p["output"]["node"] for p in sink.wait_for(update("node"))}
         assert set(given["workflow"]) & nodes  # the graph's own nodes, as they ran
         sink.wait_for(update("uploading"))
+
+
+def test_an_exclusive_worker_cancels_what_an_earlier_timed_out_job_left_on_its_comfyui(
+    worker_factory: Any, comfy_server_factory: Any, s3: S3, tmp_path: Path
+) -> None:
+    server = comfy_server_factory(standin_step_seconds=0.5)  # the orphans are still running
+    worker = worker_factory(comfy_url=server.url, env={"CHARPACK_WORKER_EXCLUSIVE": "1"})
+    orphans = []
+    with ComfyClient(config=ServerConfig(url=server.url)) as client:
+        for n in range(2):  # what jobs the platform gave up on left: one running, one queued
+            left = make_job(tmp_path / f"left-{n}")
+            for item in left.uploads:
+                client.upload_image(item)
+            orphans.append(str(uuid.uuid4()))
+            client.submit(left.make_graph(), prompt_id=orphans[-1], client_id="gone")
+        assert set(client.queue().running + client.queue().pending) == set(orphans)
+
+        given = job_input(make_job(tmp_path / "next"), s3)
+        answer = worker.runsync(given)
+        assert answer["status"] == "COMPLETED" and answer["output"]["status"] == "success"
+        for orphan in orphans:  # cancelled: never ran, or interrupted where it was
+            result = client.result(orphan)
+            assert result is None or result.status.value == "interrupted", result
+        assert len(client.queue()) == 0
