@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,18 +49,15 @@ def config(fake: FakeServerless, **changes: Any) -> EndpointConfig:
 
 def run(
     pack: Path, out: Path, fake: FakeServerless, *, servers: list[ServerConfig] | None = None,
-    events: list[RunEvent] | None = None, **options: Any,
+    on_event: Callable[[RunEvent], None] | None = None, **options: Any,
 ) -> RunSummary:  # fmt: skip
-    def record(event: RunEvent) -> None:
-        if events is not None:
-            events.append(event)
-
+    """``pack`` on the fake endpoint (and ``servers``) into ``out``."""
     return run_pack(
         load_pack(pack),
         servers=servers or [],
         endpoints=[config(fake)],
         options=RunOptions(
-            out=out, contact_sheet=False, handle_signals=False, on_event=record, **options
+            out=out, contact_sheet=False, handle_signals=False, on_event=on_event, **options
         ),
     )
 
@@ -101,7 +98,7 @@ def test_a_pack_runs_on_an_endpoint_with_its_files_from_s3_and_every_ui_output(
     assert summary.exit_code == 0, summary.failures
     data = manifest(out)
     assert_each_image_once(out, data)
-    run_id = data["run_id"] if "run_id" in data else data["header"]["run_id"]
+    run_id = data["run_id"]
     for key, entry in data["jobs"].items():
         (attempt,) = entry["attempts"]
         assert attempt["server"] == f"runpod-endpoint:{endpoint.endpoint_id}"
@@ -149,6 +146,7 @@ def test_a_throttled_endpoint_is_waited_out_and_mixes_with_a_comfyui_server(
     assert_each_image_once(out, data)
     servers = {a["server"] for e in data["jobs"].values() for a in e["attempts"]}
     assert len(servers) == 2 and config(endpoint).url in servers  # both took part
+    assert endpoint.throttled == 2  # answered 429, waited out
     # Nothing was queued twice: each of the endpoint's jobs ran once.
     on_endpoint = [i["job_key"] for i in endpoint.inputs()]
     assert len(on_endpoint) == len(set(on_endpoint)) >= 1

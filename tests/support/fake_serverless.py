@@ -65,6 +65,7 @@ class FakeJob:
     output: Any = None
     error: str | None = None
     worker: int | None = None
+    lose: bool = False  # run it, then report TIMED_OUT (the result never reached the platform)
 
     def view(self) -> dict[str, Any]:
         """The job as ``GET /status`` answers it."""
@@ -137,10 +138,12 @@ class FakeServerless:
         self.jobs: dict[str, FakeJob] = {}
         self.runs: list[FakeJob] = []  # every job ever submitted, in order
         self.requests: list[tuple[str, str]] = []  # (method, path) of every request
+        self.throttled = 0  # requests answered 429
         self._queue: deque[str] = deque()
         self._cond = threading.Condition()
         self._throttle = 0
         self._time_out = 0
+        self._lose = 0
         self._paused = False
         self._closing = False
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._request_handler())
@@ -191,6 +194,12 @@ class FakeServerless:
         """The next ``jobs`` jobs a worker picks up end TIMED_OUT without running."""
         with self._cond:
             self._time_out += jobs
+
+    def lose_next(self, jobs: int = 1) -> None:
+        """The next ``jobs`` jobs a worker picks up run to their end, but end TIMED_OUT (the
+        worker did not report back in time): only what the handler stored says they finished."""
+        with self._cond:
+            self._lose += jobs
 
     def pause(self) -> None:
         with self._cond:
@@ -248,6 +257,9 @@ class FakeServerless:
                         self._time_out -= 1
                         self._end(job, "TIMED_OUT", error="job timed out")
                         continue
+                    if self._lose:
+                        self._lose -= 1
+                        job.lose = True
                     self._cond.notify_all()
                     return job
                 self._cond.wait(0.5)
@@ -273,7 +285,7 @@ class FakeServerless:
             with self._cond:
                 if job.status != "IN_PROGRESS":
                     continue  # cancelled meanwhile
-                if not finished:
+                if not finished or job.lose:
                     self._end(job, "TIMED_OUT", error="job timed out")
                 elif "error" in result:
                     self._end(job, "FAILED", error=str(result["error"]))
@@ -305,6 +317,7 @@ class FakeServerless:
             self.requests.append((method, path))
             if self._throttle:
                 self._throttle -= 1
+                self.throttled += 1
                 return 429, {"error": "rate limit exceeded, retry with backoff"}
             key = auth.removeprefix("Bearer ").strip()
             if key != self.api_key:
@@ -346,6 +359,7 @@ class FakeServerless:
             return 400, {"error": "policy.ttl must be from 10000 ms to one week"}
         queued = sum(1 for j in self._queue if j in self.jobs and self.jobs[j].status == "IN_QUEUE")
         if queued >= self.queue_limit:
+            self.throttled += 1
             return 429, {"error": "too many jobs in the queue, retry with backoff"}
         job = FakeJob(id=f"{uuid.uuid4()}-u1", input=body["input"], policy=policy)
         job.queued_at = self.clock()
