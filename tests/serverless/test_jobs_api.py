@@ -1,0 +1,113 @@
+"""The /v2 job API client against the fake endpoint: what each platform answer becomes.
+
+No ComfyUI here: the fake's jobs run a stand-in handler. The states and shapes are the
+platform's (``tests/support/fake_serverless.py``); these tests pin how charpack reads them.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from charpack.errors import AuthError
+from charpack.serverless.jobs_api import (
+    COMPLETED,
+    FAILED,
+    EndpointNotFound,
+    JobsApi,
+    Policy,
+    Throttled,
+)
+from tests.support.fake_serverless import FakeServerless
+
+RELEASE = threading.Event()
+
+
+def handler(job: dict[str, Any]) -> dict[str, Any]:
+    RELEASE.wait(30)
+    if job["input"].get("fail"):
+        return {"error": '{"type": "upload_failed", "message": "denied", "retry": true}'}
+    return {"output": {"echo": job["input"]["n"]}}
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeServerless]:
+    RELEASE.clear()
+    with FakeServerless(handler, workers=1, queue_limit=2) as endpoint:
+        try:
+            yield endpoint
+        finally:
+            RELEASE.set()  # a held job ends before the fake stops
+
+
+def api(fake: FakeServerless, **changes: str) -> JobsApi:
+    values = {"api_key": fake.api_key, "base_url": fake.base_url, **changes}
+    return JobsApi(changes.get("endpoint_id", fake.endpoint_id), **{
+        k: v for k, v in values.items() if k != "endpoint_id"
+    })  # fmt: skip
+
+
+def test_a_job_is_queued_with_its_policy_and_its_output_read_back(fake: FakeServerless) -> None:
+    client = api(fake)
+    policy = Policy(execution_timeout_ms=60_000, ttl_ms=3_600_000)
+
+    job_id = client.run({"n": 7}, policy=policy)
+    RELEASE.set()
+    fake.wait_for(lambda f: f.statuses() == [COMPLETED])
+
+    status = client.status(job_id)
+    assert status is not None and status.final
+    assert (status.status, status.output) == (COMPLETED, {"echo": 7})
+    assert status.delay_ms is not None and status.execution_ms is not None
+    assert fake.runs[0].policy == {"executionTimeout": 60_000, "ttl": 3_600_000}
+
+
+def test_a_failed_job_carries_the_workers_error(fake: FakeServerless) -> None:
+    client = api(fake)
+    job_id = client.run({"n": 1, "fail": True}, policy=Policy())
+    RELEASE.set()
+    fake.wait_for(lambda f: f.statuses() == [FAILED])
+
+    status = client.status(job_id)
+    assert status is not None and status.status == FAILED
+    assert status.error is not None and "upload_failed" in status.error
+
+
+def test_a_full_queue_is_throttled_and_nothing_is_queued(fake: FakeServerless) -> None:
+    client = api(fake)
+    client.run({"n": 0}, policy=Policy())
+    fake.wait_for(lambda f: f.statuses() == ["IN_PROGRESS"])  # held by the handler
+    for n in (1, 2):  # two wait: the queue is full
+        client.run({"n": n}, policy=Policy())
+
+    with pytest.raises(Throttled, match="429"):
+        client.run({"n": 9}, policy=Policy())
+    assert len(fake.runs) == 3
+
+
+def test_a_forgotten_job_is_none_not_an_error(fake: FakeServerless) -> None:
+    client = api(fake)
+    job_id = client.run({"n": 2}, policy=Policy())
+    RELEASE.set()
+    fake.wait_for(lambda f: f.statuses() == [COMPLETED])
+    assert fake.expire() == 1
+
+    assert client.status(job_id) is None
+
+
+def test_a_wrong_key_or_endpoint_says_which(fake: FakeServerless) -> None:
+    with pytest.raises(AuthError, match="RUNPOD_API_KEY"):
+        api(fake, api_key="not-the-key").health()
+    with pytest.raises(EndpointNotFound, match="no-such-endpoint"):
+        api(fake, endpoint_id="no-such-endpoint").health()
+    assert set(api(fake).health()) == {"jobs", "workers"}
+
+
+def test_the_policy_keeps_to_runpods_limits() -> None:
+    with pytest.raises(ValueError, match="5 s"):
+        Policy(execution_timeout_ms=5000)
+    with pytest.raises(ValueError, match="ttl"):
+        Policy(ttl_ms=1000)
