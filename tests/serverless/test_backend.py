@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ import pytest
 from charpack.comfy.auth import ServerConfig
 from charpack.pack.packfile import load_pack
 from charpack.run.events import RunEvent
-from charpack.run.runner import RunOptions, RunSummary, run_pack
+from charpack.run.runner import RunControl, RunOptions, RunSummary, run_pack
 from charpack.serverless.backend import JOURNAL, EndpointConfig
 from charpack.serverless.objects import done_key
 from tests.comfy.server import ComfyServer
@@ -151,3 +152,32 @@ def test_a_throttled_endpoint_is_waited_out_and_mixes_with_a_comfyui_server(
     on_endpoint = [i["job_key"] for i in endpoint.inputs()]
     assert len(on_endpoint) == len(set(on_endpoint)) >= 1
     assert endpoint.statuses().count("COMPLETED") == len(on_endpoint)
+
+
+def test_ctrl_c_twice_cancels_the_endpoints_jobs_and_the_next_run_makes_them(
+    endpoint: FakeServerless, tmp_path: Path
+) -> None:
+    pack = write_pack(tmp_path, [{"name": "pier", "prompt": "on a pier", "count": 2}])
+    out = tmp_path / "out"
+    endpoint.pause()  # queued, not started: the cancel reaches them in the queue
+    control = RunControl()
+
+    def press_twice() -> None:
+        endpoint.wait_for(lambda f: len(f.runs) == 2)
+        control.interrupt()
+        control.interrupt()
+
+    presser = threading.Thread(target=press_twice, daemon=True)
+    presser.start()
+    stopped = run(pack, out, endpoint, control=control)
+    presser.join(timeout=60)
+
+    assert stopped.interrupted and stopped.cancelled == 2
+    assert endpoint.statuses() == ["CANCELLED", "CANCELLED"]
+    endpoint.resume()
+
+    summary = run(pack, out, endpoint)
+
+    assert summary.exit_code == 0, summary.failures
+    assert_each_image_once(out, manifest(out))
+    assert endpoint.statuses() == ["CANCELLED", "CANCELLED", "COMPLETED", "COMPLETED"]
