@@ -7,7 +7,7 @@ Owns :func:`handle` (what ``serverless/handler.py`` gives ``runpod.serverless.st
     job["input"] = {"workflow": <API graph>, "prompt_id": <client-chosen uuid>,
                     "job_key": "cafe/001", "run_id": <pack run id>,
                     "inputs": [{"name": <Upload.image_value>, "s3_key": ...}],
-                    "expect": {"max_files": 2, "max_bytes": ...}}
+                    "expect": {"max_files": 2, "max_bytes": ..., "subfolder"?: "<pack>/<scene>"}}
 
 The worker talks to ComfyUI with the pods' client code (:class:`~charpack.comfy.client.ComfyClient`
 submitting under the given prompt id, the websocket as a hint, ``/history`` as the truth,
@@ -115,6 +115,7 @@ class JobRequest:
     inputs: tuple[tuple[str, str], ...]  # (upload name, s3 key)
     max_files: int
     max_bytes: int
+    subfolder: str | None = None  # where the saver must have written them (``<pack>/<scene>``)
 
 
 def parse_request(raw: Any) -> JobRequest:
@@ -139,6 +140,7 @@ def parse_request(raw: Any) -> JobRequest:
             inputs=tuple(inputs),
             max_files=int(expect.get("max_files", 2)),
             max_bytes=int(expect.get("max_bytes", DEFAULT_MAX_BYTES)),
+            subfolder=None if expect.get("subfolder") is None else str(expect["subfolder"]),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise JobFailed("invalid_input", f"job input refused: {exc}", retry=False) from exc
@@ -374,7 +376,9 @@ class Worker:
         """Fetch the attempt's files from ComfyUI (checked as on pods), then upload them:
         sidecars first, PNGs last."""
         images = max(1, request.max_files // 2)
-        expected = Expected(images=images, max_image_bytes=request.max_bytes)
+        expected = Expected(
+            images=images, max_image_bytes=request.max_bytes, subfolder=request.subfolder
+        )
         server = self.config.label
         try:
             if len([r for r in result.outputs if r.key in (PACK_IMAGES, IMAGES, SIDECARS)]) > (

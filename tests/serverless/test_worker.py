@@ -55,7 +55,11 @@ def job_input(job: Job, s3: S3, *, upload: bool = True) -> dict[str, Any]:
         "job_key": job.key,
         "run_id": run_id,
         "inputs": inputs,
-        "expect": {"max_files": 2, "max_bytes": expected_of(job).max_image_bytes},
+        "expect": {
+            "max_files": 2,
+            "max_bytes": expected_of(job).max_image_bytes,
+            "subfolder": expected_of(job).subfolder,
+        },
     }
 
 
@@ -251,3 +255,15 @@ def test_an_exclusive_worker_cancels_what_an_earlier_timed_out_job_left_on_its_c
             result = client.result(orphan)
             assert result is None or result.status.value == "interrupted", result
         assert len(client.queue()) == 0
+
+
+def test_files_that_are_not_what_the_job_makes_are_refused_and_nothing_is_stored(
+    local_worker: LocalWorker, s3: S3, tmp_path: Path
+) -> None:
+    given = job_input(make_job(tmp_path), s3)
+    given["expect"] = dict(given["expect"], subfolder="another-pack/cafe")
+    answer = local_worker.runsync(given)
+    assert answer["status"] == "FAILED", answer
+    error = json.loads(answer["error"])
+    assert error["type"] == "output_refused" and "another-pack/cafe" in error["message"]
+    assert s3.keys(attempt_prefix(s3, given)) == []
