@@ -113,7 +113,7 @@ class Manifest:
         self._jobs = jobs
         self._cache: dict[str, str] = {}  # key -> the entry's JSON, until it changes
         self._bytes = 0  # sum of the cached texts (what manifest.json's size grows with)
-        self._dirty: set[str] = set()  # changed since the last save
+        self._dirty: dict[str, None] = {}  # keys changed since the last save, in put order
         self._saved_header: str | None = None  # the header as last saved (without "updated")
         self._snapshot_bytes = 0  # size of manifest.json as this object last wrote it
         self._journal = JournalWriter(folder)
@@ -204,7 +204,7 @@ class Manifest:
         old = self._cache.pop(key, None)
         if old is not None:
             self._bytes -= len(old)
-        self._dirty.add(key)
+        self._dirty[key] = None
 
     def set_server(self, url: str, info: dict[str, Any]) -> None:
         self.header["servers"][url] = info
@@ -280,7 +280,7 @@ class Manifest:
         self._journaling = False
 
     def _append(self) -> None:
-        texts = [self._text(key) for key in self._jobs if key in self._dirty]
+        texts = [self._text(key) for key in self._dirty]  # never a walk over every job
         record = '{"jobs": [' + ", ".join(texts) + "]"
         header = self._header_text()
         if header != self._saved_header:
