@@ -15,6 +15,7 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.markup import escape
 
+from ..errors import PodError
 from ..serverless.endpoint import (
     SPEND_LIMIT_PER_HOUR,
     EndpointInfo,
@@ -69,6 +70,16 @@ def up(
         Optional[int],  # noqa: UP045
         typer.Option("--max-workers", min=1, help="Most workers at once (RunPod's default: 3)."),
     ] = None,
+    runpod_secret: Annotated[
+        Optional[list[str]],  # noqa: UP045
+        typer.Option(
+            "--runpod-secret",
+            metavar="VAR=SECRET_NAME",
+            help="Give the workers VAR as a reference to the RunPod secret SECRET_NAME instead "
+            "of its value (repeatable), e.g. AWS_SECRET_ACCESS_KEY=charpack_s3_secret: the "
+            "endpoint then stores no credential itself.",
+        ),
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Create the endpoint, or update the settings that differ from the manifest and options."""
@@ -81,7 +92,13 @@ def up(
             max_workers=max_workers,
             network_volume_id=volume_id,
         )
-        info = endpoint_up(spec=spec, api_key=api_key_from_env())
+        refs = {}
+        for item in runpod_secret or ():
+            var, sep, secret = (part.strip() for part in item.partition("="))
+            if not sep or not var or not secret:
+                raise PodError(f"--runpod-secret {item!r}: expected VAR=SECRET_NAME")
+            refs[var] = secret
+        info = endpoint_up(spec=spec, api_key=api_key_from_env(), secret_refs=refs)
         if not json_out:
             _show_up(info)
         return {"endpoint": info.to_json()}

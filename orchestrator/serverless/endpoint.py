@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -235,7 +236,19 @@ def _problem(r: requests.Response) -> str:
     return redact("; ".join(parts))[:500]
 
 
-def _worker_env(env: Mapping[str, str]) -> dict[str, str]:
+def _worker_env(env: Mapping[str, str], secret_refs: Mapping[str, str]) -> dict[str, str]:
+    """The workers' environment; a variable in ``secret_refs`` (variable -> RunPod secret name)
+    is passed as a reference to that RunPod secret (``{{ RUNPOD_SECRET_<name> }}``), so the
+    endpoint stores no credential of its own."""
+    for var, secret in secret_refs.items():
+        if var not in (*WORKER_ENV_REQUIRED, *WORKER_ENV_OPTIONAL):
+            known = ", ".join((*WORKER_ENV_REQUIRED, *WORKER_ENV_OPTIONAL))
+            raise PodError(f"--runpod-secret {var}=...: {var} is not a worker setting ({known})")
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", secret):
+            raise PodError(
+                f"--runpod-secret {var}={secret!r}: a RunPod secret name is letters, digits, "
+                "'_' and '-' (create it at https://www.runpod.io/console/user/secrets)"
+            )
     missing = [k for k in WORKER_ENV_REQUIRED if not env.get(k, "").strip()]
     if missing:
         raise PodError(
@@ -246,6 +259,8 @@ def _worker_env(env: Mapping[str, str]) -> dict[str, str]:
         )
     out = {k: env[k].strip() for k in (*WORKER_ENV_REQUIRED, *WORKER_ENV_OPTIONAL) if env.get(k)}
     register_secret(*(out[k] for k in WORKER_SECRETS))
+    for var, secret in secret_refs.items():
+        out[var] = "{{ RUNPOD_SECRET_" + secret + " }}"
     return out
 
 
@@ -384,11 +399,16 @@ def _info(e: Mapping[str, Any], price: EndpointPrice | None, spec: EndpointSpec,
 
 
 def endpoint_up(
-    *, spec: EndpointSpec, api_key: str, env: Mapping[str, str] | None = None
+    *,
+    spec: EndpointSpec,
+    api_key: str,
+    env: Mapping[str, str] | None = None,
+    secret_refs: Mapping[str, str] | None = None,
 ) -> EndpointInfo:
     """Create the endpoint named ``spec.name``, or PATCH the settings of the existing one that
-    differ from ``spec``; idempotent (a second call changes nothing)."""
-    worker_env = _worker_env(os.environ if env is None else env)
+    differ from ``spec``; idempotent (a second call changes nothing). ``secret_refs`` passes
+    worker variables as references to RunPod secrets instead of their values."""
+    worker_env = _worker_env(os.environ if env is None else env, secret_refs or {})
     api = RestApi(api_key=api_key)
     volume = _volume(api, spec)
     gpu, price = _gpu(api, spec)

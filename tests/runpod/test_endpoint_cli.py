@@ -189,6 +189,21 @@ def test_rotated_s3_keys_are_patched_into_the_workers_env(rest: FakeRunPodRest, 
     _no_secrets(result.output, rest)
 
 
+def test_runpod_secret_references_keep_the_credentials_out_of_the_endpoint(rest):
+    result = invoke(
+        "up", "--runpod-secret", "AWS_SECRET_ACCESS_KEY=charpack_s3_secret",
+        "--runpod-secret", "AWS_ACCESS_KEY_ID=charpack_s3_id",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    (body,) = rest.bodies("POST")
+    assert body["env"]["AWS_SECRET_ACCESS_KEY"] == "{{ RUNPOD_SECRET_charpack_s3_secret }}"
+    assert body["env"]["AWS_ACCESS_KEY_ID"] == "{{ RUNPOD_SECRET_charpack_s3_id }}"
+    assert S3_SECRET not in json.dumps(rest.bodies("POST"))
+
+    wrong = invoke("up", "--runpod-secret", "HOME=x")
+    assert wrong.exit_code == 4 and "HOME is not a worker setting" in wrong.output
+
+
 def test_fifty_workers_of_a_dear_gpu_warn_about_the_spend_limit(rest: FakeRunPodRest):
     result = invoke("up", "--gpu-type", "NVIDIA H100 80GB HBM3", "--max-workers", "50")
     assert result.exit_code == 0, result.output
