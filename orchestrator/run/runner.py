@@ -226,6 +226,7 @@ def _event(options: RunOptions, kind: str, **data: Any) -> None:
 def _written_paths(folder: Path, pack: Pack) -> list[Path]:
     """What a run writes below its pack folder: no symbolic link may stand in for any."""
     paths = [folder / MANIFEST, folder / "contact-sheet.jpg", folder / "rejected"]
+    paths.append(folder / "serverless-jobs.jsonl")  # an endpoint's job ids (serverless.backend)
     for scene in pack.scenes:
         paths += [folder / scene.name, folder / "rejected" / scene.name]
     return paths

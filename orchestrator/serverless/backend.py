@@ -173,13 +173,21 @@ class Journal:
         return out
 
     def add(self, prompt_id: str, job_id: str) -> None:
-        line = json.dumps({"prompt_id": prompt_id, "job_id": job_id}) + "\n"
+        """Append one record (never through a symbolic link). A failed write is logged, not
+        raised: without the id a resumed run settles the attempt by its done.json instead."""
+        line = (json.dumps({"prompt_id": prompt_id, "job_id": job_id}) + "\n").encode()
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
         with self._lock:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "a", encoding="utf-8") as fh:
-                fh.write(line)
-                fh.flush()
-                os.fsync(fh.fileno())
+            try:
+                fd = os.open(self.path, flags, 0o644)
+                try:
+                    os.write(fd, line)
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            except OSError as exc:
+                log.warning("%s: job %s of prompt %s not recorded: %s", self.path, job_id,
+                            prompt_id, exc)  # fmt: skip
 
 
 class EndpointWorker:

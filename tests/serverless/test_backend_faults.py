@@ -210,3 +210,35 @@ def test_a_client_killed_and_resumed_gets_each_queued_job_once(
             ]
             == only["prompt_id"]
         )
+
+
+def test_an_image_changed_in_s3_is_refused_and_the_job_runs_again(
+    local_worker: LocalWorker, s3: S3, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    real = runsync(local_worker.url)
+    changed: list[str] = []
+
+    def then_replace_the_png(job: dict[str, Any]) -> dict[str, Any]:
+        answer = real(job)
+        if not changed:  # the first attempt's PNG is replaced after the worker stored it
+            (png,) = [f for f in answer["output"]["files"] if f["filename"].endswith(".png")]
+            s3.client.put_object(Bucket=s3.bucket, Key=png["s3_key"], Body=b"\x89PNG not it")
+            changed.append(png["s3_key"])
+        return answer
+
+    pack = write_pack(tmp_path, [{"name": "barn", "prompt": "by a red barn", "count": 1}])
+    out = tmp_path / "out"
+    with FakeServerless(then_replace_the_png, workers=1) as fake:
+        use_endpoint(fake, monkeypatch)
+
+        summary = run(pack, out, fake)
+
+        assert summary.exit_code == 0, summary.failures
+        assert fake.statuses() == ["COMPLETED", "COMPLETED"]
+    data = manifest(out)
+    assert_each_image_once(out, data)
+    (key,) = data["jobs"]
+    first, second = attempts(data, key)
+    assert first["status"] == "lost" and "not the file its sidecar describes" in first["error"]
+    assert second["status"] == "success"
+    assert not [p for p in out.rglob("*") if p.name.endswith(".part")]
