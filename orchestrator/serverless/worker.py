@@ -31,11 +31,11 @@ Output (a COMPLETED job, also stored as ``done.json``)::
 A graph that ran and failed in a node is a COMPLETED job with ``status: "error"`` and its
 ``failure`` (the SDK turns a top-level ``error`` key into a FAILED job and drops the rest). A job
 the worker could not carry out is FAILED with ``error`` = a JSON string ``{"type", "message",
-"retry"}``; types: ``invalid_input`` and ``prompt_rejected`` (retrying cannot help),
-``input_missing``, ``comfy_unavailable``, ``lost``, ``output_refused``, ``upload_failed``.
-Nothing is written to S3 for a FAILED job, so no ``done.json`` exists for it. For
-``comfy_unavailable`` and ``lost`` the answer also asks the SDK to replace the worker
-(``refresh_worker``).
+"retry"}``. Retrying cannot help ``invalid_input``, ``prompt_rejected`` and ``worker_config``
+(the endpoint's environment names no bucket); it can help ``input_missing``,
+``comfy_unavailable``, ``lost``, ``output_refused`` and ``upload_failed``. Nothing is written to
+S3 for a FAILED job, so no ``done.json`` exists for it. For ``comfy_unavailable`` and ``lost``
+the answer also asks the SDK to replace the worker (``refresh_worker``).
 """
 
 from __future__ import annotations
@@ -476,8 +476,8 @@ def handle(job: dict[str, Any]) -> dict[str, Any]:
     if _WORKER is None:
         try:
             _WORKER = Worker.from_env(progress=_platform_progress())
-        except CharpackError as exc:
-            return JobFailed("comfy_unavailable", str(exc)).payload()
+        except CharpackError as exc:  # the endpoint's environment: every worker has it
+            return JobFailed("worker_config", str(exc), retry=False).payload()
     return _WORKER.handle(job)
 
 

@@ -267,3 +267,14 @@ def test_files_that_are_not_what_the_job_makes_are_refused_and_nothing_is_stored
     error = json.loads(answer["error"])
     assert error["type"] == "output_refused" and "another-pack/cafe" in error["message"]
     assert s3.keys(attempt_prefix(s3, given)) == []
+
+
+def test_an_endpoint_without_a_bucket_fails_each_job_saying_so_without_retry(
+    worker_factory: Any, s3: S3, tmp_path: Path
+) -> None:
+    worker = worker_factory(env={"CHARPACK_S3_BUCKET": ""})
+    answer = worker.runsync(job_input(make_job(tmp_path), s3))
+    assert answer["status"] == "FAILED"
+    error = json.loads(answer["error"])
+    assert error["type"] == "worker_config" and error["retry"] is False
+    assert "CHARPACK_S3_BUCKET" in error["message"]
