@@ -16,7 +16,6 @@ pack folders, the training resumes from its ``state.json``).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -28,6 +27,7 @@ from ..check.findings import Finding
 from ..comfy.auth import ServerConfig
 from ..comfy.client import ComfyClient
 from ..errors import CharacterError
+from ..folder.integrity import atomic_write
 from ..pack.packfile import Pack, load_pack
 from ..run.options import RunOptions, RunSummary
 from ..run.runner import run_pack
@@ -115,9 +115,9 @@ def write_bootstrap_pack(
             "# (FaceID + InstantID, no LoRA), written by charpack character bootstrap. Edit it\n"
             "# before the first run if you like; charpack keeps it.\n"
         )
-        tmp = target.with_name(f".{target.name}.tmp")
-        tmp.write_text(header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
-        os.replace(tmp, target)
+        text = header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+        body = text.encode("utf-8")
+        atomic_write(target, lambda fh: fh.write(body), doing=f"write {target.name}")
     return load_pack(target)
 
 

@@ -18,6 +18,8 @@ from typing import Any
 
 import yaml
 
+from ..folder.integrity import atomic_write
+
 
 @dataclass(frozen=True)
 class Shot:
@@ -109,7 +111,5 @@ def identity_pack(
         "# The 5-shot identity test, written by charpack character test; run it again with\n"
         f"# charpack run {target.name} --out {target.stem}\n"
     )
-    tmp = target.with_name(f".{target.name}.tmp")
-    tmp.write_text(header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
-    os.replace(tmp, target)
-    return target
+    text = (header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True)).encode("utf-8")
+    return atomic_write(target, lambda fh: fh.write(text), doing=f"write {target.name}")

@@ -9,7 +9,6 @@ never leaves a pack file charpack refuses), then renamed over the old one.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from pathlib import Path
 import yaml
 
 from ..errors import CharacterError, PackError
+from ..folder.integrity import atomic_write
 from ..pack.packfile import load_pack
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -119,19 +119,19 @@ def register_lora(
     backup = backup_dir / "character.before.yaml"
     if not backup.exists():  # a second registration of one version keeps the first original
         shutil.copy2(pack_file, backup)
-    tmp = pack_file.with_name(f".{pack_file.name}.{os.getpid()}.tmp")
+    data = new_text.encode("utf-8")
+    # Checked first as a sibling (relative paths resolve the same), then written in place.
+    check = pack_file.with_name(f".{pack_file.name}.check.yaml")
     try:
-        tmp.write_text(new_text, encoding="utf-8")
+        atomic_write(check, lambda fh: fh.write(data), doing=f"check {pack_file.name}")
         try:
-            load_pack(tmp)
+            load_pack(check)
         except PackError as exc:
             raise CharacterError(
                 [f"{pack_file}: registering the LoRA would make the pack file invalid (left "
                  "unchanged):", *exc.problems]  # fmt: skip
             ) from None
-        with tmp.open("rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, pack_file)
     finally:
-        tmp.unlink(missing_ok=True)
+        check.unlink(missing_ok=True)
+    atomic_write(pack_file, lambda fh: fh.write(data), doing=f"register the LoRA in {pack_file}")
     return Registration(pack_file, lora_name, sha256, strength, backup)

@@ -321,6 +321,17 @@ def atomic_write(
     return path
 
 
+def place_folder(work: Path, dest: Path) -> Path:
+    """Rename the finished folder ``work`` (a sibling of ``dest``) to ``dest``, which must not
+    exist: a folder built under a hidden name appears whole or not at all. An existing
+    ``dest`` (even an empty one) is refused with ``FileExistsError``, never replaced."""
+    if dest.exists() or dest.is_symlink():
+        raise FileExistsError(f"{dest} exists")
+    os.rename(work, dest)  # a directory onto a missing name: atomic on one file system
+    _sync_folder(dest.parent)
+    return dest
+
+
 def _temp_name(name: str) -> str:
     # The pattern remove_stale_temps knows (STALE_TMP): a killed run's temp files are found.
     return f".{name}.{os.getpid()}.tmp"

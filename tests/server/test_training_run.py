@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,15 +23,10 @@ import pytest
 import requests
 from PIL import Image, ImageDraw
 
+from charpack.character.chunks import SAVE, TRAIN, TrainingEvent, TrainingResult
 from charpack.character.presets import TrainingSpec
 from charpack.character.state import load_state
-from charpack.character.training import (
-    SAVE,
-    TRAIN,
-    TrainingEvent,
-    TrainingResult,
-    train_character,
-)
+from charpack.character.training import train_character
 from charpack.comfy.auth import ServerConfig
 from charpack.errors import PromptRejected
 from tests.comfy.server import ComfyServer
@@ -150,11 +146,15 @@ def test_each_chunk_continues_from_the_previous_chunks_file_at_its_own_rate(
     assert [(c.start_step, c.steps) for c in state.chunks] == [(0, 2), (2, 2), (4, 4)]
     ids = [c.prompt_id or "" for c in state.chunks]
     graphs = chunk_prompts(trained.server.url, ids)
-    assert [g[TRAIN]["inputs"]["existing_lora"] for g in graphs] == [
-        "[None]",
-        "charpack/ava/ava-v1_2_steps_lora.safetensors",
-        "charpack/ava/ava-v1_4_steps_lora.safetensors",
-    ]
+    # Each chunk continues from the file the previous one saved. The shared server may hold
+    # an earlier test's files under the same names, so a name can carry a -N suffix: the node
+    # never overwrites.
+    saved = [c.lora_name for c in state.chunks]
+    assert [g[TRAIN]["inputs"]["existing_lora"] for g in graphs] == ["[None]", *saved[:-1]]
+    for chunk, name in zip(state.chunks, saved, strict=True):
+        assert re.fullmatch(
+            rf"charpack/ava/ava-v1_{chunk.end_step}_steps_lora(-[0-9]+)?\.safetensors", name or ""
+        ), name
     assert [g[TRAIN]["inputs"]["learning_rate"] for g in graphs] == [2.5e-5, 5e-5, 5e-5]
     assert len({g[TRAIN]["inputs"]["seed"] for g in graphs}) == 3
     assert all(c.attempt == 1 for c in state.chunks)  # each posted once

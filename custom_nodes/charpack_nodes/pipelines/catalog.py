@@ -158,26 +158,11 @@ PAG = NodeSpec("PerturbedAttentionGuidance", CORE, ("model", "scale"), _o("MODEL
 TRAIN_LORA = NodeSpec(
     "TrainLoraNode",
     CORE,
-    (
-        "model",
-        "latents",
-        "positive",
-        "batch_size",
-        "grad_accumulation_steps",
-        "steps",
-        "learning_rate",
-        "rank",
-        "optimizer",
-        "loss_function",
-        "seed",
-        "training_dtype",
-        "lora_dtype",
-        "algorithm",
-        "gradient_checkpointing",
-        "existing_lora",
-    ),
+    ("model", "latents", "positive", "batch_size", "grad_accumulation_steps", "steps",
+     "learning_rate", "rank", "optimizer", "loss_function", "seed", "training_dtype",
+     "lora_dtype", "algorithm", "gradient_checkpointing", "existing_lora"),
     _o("model:MODEL", "lora:LORA_MODEL", "loss_map:LOSS_MAP", "steps:INT"),
-)
+)  # fmt: skip
 LOAD_IMAGE_TEXT_DATASET = NodeSpec(
     "LoadImageTextDataSetFromFolder", CORE, ("folder",), _o("images:IMAGE", "texts:STRING")
 )
