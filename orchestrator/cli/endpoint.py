@@ -131,7 +131,10 @@ def _show_up(info: EndpointInfo) -> None:
     )
     if line := _price_line(info):
         console.print(line, highlight=False)
-    console.print(f"run a pack on it: charpack run PACK --endpoint {info.endpoint_id}")
+    console.print(
+        f"run a pack on it: charpack run PACK --endpoint {info.endpoint_id} "
+        f"--endpoint-workers {info.workers_max}"
+    )
     console.print("remove it when done: charpack endpoint down (idle workers cost nothing)")
 
 

@@ -165,6 +165,8 @@ def test_up_again_changes_nothing_and_a_new_option_patches_only_that(rest: FakeR
     again = invoke("up")
     assert again.exit_code == 0, again.output
     assert f"unchanged endpoint {first['endpoint_id']}" in again.output
+    workers = SERVERLESS["max_workers"]  # the run keeps as many jobs running there
+    assert f"--endpoint {first['endpoint_id']} --endpoint-workers {workers}" in again.output
     assert rest.calls("PATCH") == []
 
     result = invoke("up", "--max-workers", "50", "--image", "reg.example/worker:2", "--json")
