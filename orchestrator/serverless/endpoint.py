@@ -523,7 +523,14 @@ def endpoint_down(
     done = []
     for e in _mine(api, spec, endpoint_id):
         eid = str(e["id"])
-        jobs = (_health(eid, api_key) or {}).get("jobs") or {}
+        health = _health(eid, api_key)
+        if health is None and not force:
+            raise PodError(
+                f"cannot read endpoint {eid}'s queue (its /health at ${JOBS_BASE_ENV} or "
+                f"{DEFAULT_JOBS_BASE} did not answer), so deleting it might cancel jobs; retry, "
+                "or pass --force to delete it anyway"
+            )
+        jobs = (health or {}).get("jobs") or {}
         busy = int(jobs.get("inQueue", 0)) + int(jobs.get("inProgress", 0))
         if busy and not force:
             raise PodError(

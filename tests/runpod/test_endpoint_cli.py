@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import secrets
+import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -248,6 +249,18 @@ def test_down_refuses_a_busy_endpoint_then_deletes_it(rest: FakeRunPodRest):
     assert [e["endpoint_id"] for e in as_json(result)["endpoints"]] == [eid]
     assert rest.endpoints == {} and rest.calls("DELETE") == [f"DELETE /v2/serverless/{eid}"]
     assert "nothing to delete" in invoke("down").output
+
+
+def test_down_refuses_when_the_queue_cannot_be_read(rest: FakeRunPodRest, monkeypatch):
+    assert invoke("up").exit_code == 0
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    monkeypatch.setenv("RUNPOD_ENDPOINT_BASE_URL", f"http://127.0.0.1:{closed}/v2")
+    refused = invoke("down")
+    assert refused.exit_code == 4 and "cannot read endpoint" in refused.output
+    assert len(rest.endpoints) == 1
+    assert invoke("down", "--force").exit_code == 0 and rest.endpoints == {}
 
 
 def test_down_force_deletes_a_busy_endpoint(rest: FakeRunPodRest):
