@@ -101,7 +101,7 @@ class EndpointConfig:
     policy: Policy = field(default_factory=Policy)
     fetch_parallel: int = 4
     poll_interval: float = 2.0
-    poll_parallel: int = 8
+    poll_parallel: int = 16
 
     def __post_init__(self) -> None:
         if self.workers < 1 or self.fetch_parallel < 1 or self.poll_parallel < 1:
@@ -228,7 +228,8 @@ class EndpointWorker:
         self.commands: queue.Queue[Any] = queue.Queue()
         self._jobs: dict[str, _Job] = {}
         self._unposted: deque[str] = deque()  # prompt ids waiting for POST /run
-        self._known: dict[str, str] = {}  # the journal's job ids, read at the start
+        self._known: dict[str, str] | None = None  # the journal's job ids, read once
+        self._unsettled: deque[str] = deque()  # adopted with no job id: done.json decides
         self._outcomes: queue.Queue[Any] = queue.Queue()  # from the pools to the control thread
         self._up: bool | None = None
         self._next_probe = 0.0
@@ -309,11 +310,13 @@ class EndpointWorker:
             )
             self._unposted.append(item.prompt_id)
         elif isinstance(item, Adopt):
+            if self._known is None:
+                self._known = self.journal.load()
             job = _Job(item.key, item.scene, item.stem, item.prompt_id)
             job.job_id = self._known.get(item.prompt_id)
             self._jobs[item.prompt_id] = job
             if job.job_id is None:
-                self._settle(job, "no RunPod job id was recorded for it (the client was killed)")
+                self._unsettled.append(item.prompt_id)
         elif isinstance(item, Forget):
             for prompt_id in item.prompt_ids:
                 gone = self._jobs.pop(prompt_id, None)
@@ -335,10 +338,20 @@ class EndpointWorker:
             return
         if not self._up:
             return
+        self._settle_adopted()
         self._post_due()
         if time.monotonic() >= self._next_poll:
             self._next_poll = time.monotonic() + self.config.poll_interval
             self._poll()
+
+    def _settle_adopted(self) -> None:
+        """Adopted attempts with no job id recorded (a client killed between ``/run`` and the
+        record): their done.json says whether they finished; else they are lost."""
+        while self._unsettled:
+            adopted = self._jobs.get(self._unsettled[0])
+            if adopted is not None:
+                self._settle(adopted, "no RunPod job id was recorded for it (client killed?)")
+            self._unsettled.popleft()
 
     def _probe(self) -> bool:
         """``/health`` and the input pictures; False when the endpoint cannot be used at all."""
@@ -349,8 +362,6 @@ class EndpointWorker:
                 key = objects.input_key(self.store.prefix, upload.image_value)
                 if self.store.head(key) is None:
                     self.store.upload_file(upload.path, key, sha256=upload.sha256)
-            if self._up is None:
-                self._known = self.journal.load()
         except AuthError as exc:
             self.inbox.put(Unusable(self.name, str(exc)))
             return False

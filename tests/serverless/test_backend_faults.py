@@ -153,16 +153,17 @@ def test_an_s3_upload_refused_fails_the_job_and_it_runs_again(
     assert not s3.store().exists(done_key(s3.prefix, data["run_id"], key, first["prompt_id"]))
 
 
-@pytest.mark.parametrize("forgotten", [False, True], ids=["still-queued", "forgotten"])
+@pytest.mark.parametrize("then", ["still-queued", "forgotten", "unrecorded"])
 def test_a_client_killed_and_resumed_gets_each_queued_job_once(
-    forgotten: bool,
+    then: str,
     local_worker: LocalWorker,
     s3: S3,
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
 ) -> None:
-    """Resumed while RunPod still has the jobs (followed by the recorded job ids), or after it
-    forgot them, 30 minutes after they finished (taken from their done.json)."""
+    """Resumed while RunPod still has the jobs (followed by the recorded job ids), after it
+    forgot them, 30 minutes after they finished, or with their job ids never recorded (killed
+    between ``/run`` and the record): the last two are taken from their done.json."""
     pack = write_pack(tmp_path, [{"name": "roof", "prompt": "on a roof terrace", "count": 2}])
     out = tmp_path / "out"
     with FakeServerless(runsync(local_worker.url), workers=1) as fake:
@@ -187,12 +188,13 @@ def test_a_client_killed_and_resumed_gets_each_queued_job_once(
                 client.send_signal(signal.SIGKILL)
                 client.wait(timeout=30)
         assert not list(out.rglob("*.png"))
-        if forgotten:  # the jobs finish with no client, and RunPod forgets them
-            fake.resume()
+        fake.resume()
+        if then != "still-queued":  # the jobs finish with no client
             fake.wait_for(lambda f: f.statuses() == ["COMPLETED", "COMPLETED"], timeout_s=600)
-            assert fake.expire() == 2
-        else:
-            fake.resume()  # the jobs are still queued when the client comes back
+        if then == "forgotten":
+            assert fake.expire() == 2  # 30 minutes later
+        if then == "unrecorded":
+            (out / JOURNAL).unlink()
         use_endpoint(fake, monkeypatch)
 
         summary = run(pack, out, fake)
