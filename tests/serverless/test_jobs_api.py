@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from charpack.errors import AuthError
+from charpack.pack.packfile import load_pack
+from charpack.run.runner import RunOptions, run_pack
+from charpack.serverless.backend import EndpointConfig
 from charpack.serverless.jobs_api import (
     COMPLETED,
     FAILED,
@@ -21,6 +25,7 @@ from charpack.serverless.jobs_api import (
     Policy,
     Throttled,
 )
+from tests.server.test_run_pack import write_pack
 from tests.support.fake_serverless import FakeServerless
 
 RELEASE = threading.Event()
@@ -111,3 +116,22 @@ def test_the_policy_keeps_to_runpods_limits() -> None:
         Policy(execution_timeout_ms=5000)
     with pytest.raises(ValueError, match="ttl"):
         Policy(ttl_ms=1000)
+
+
+def test_a_run_on_an_endpoint_refusing_the_key_stops_before_the_pack_folder_is_used(
+    fake: FakeServerless, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("RUNPOD_ENDPOINT_BASE_URL", fake.base_url)
+    monkeypatch.setenv("RUNPOD_API_KEY", "not-the-key")
+    pack = load_pack(write_pack(tmp_path, [{"name": "cafe", "prompt": "at a cafe", "count": 1}]))
+    out = tmp_path / "out"
+
+    with pytest.raises(AuthError, match="RUNPOD_API_KEY"):
+        run_pack(
+            pack,
+            servers=[],
+            endpoints=[EndpointConfig(endpoint_id=fake.endpoint_id)],
+            options=RunOptions(out=out, handle_signals=False, contact_sheet=False),
+        )
+    assert not out.exists()
+    assert fake.runs == []
