@@ -19,9 +19,10 @@ test server does not (it runs a job inside the first ``POST /status`` and forget
 
 ``workers`` threads take queued jobs in order and run each through ``handler(job)`` — the job as
 a worker gets it, ``{"id", "input"}`` — which returns ``{"output": …}`` (the job COMPLETED with
-that output) or ``{"error": …}`` (FAILED); a handler that raises fails the job too. :func:`runsync` makes a handler that forwards to the REAL worker
-served by the runpod SDK's local API (``POST /runsync``): a worker process that dies mid-job
-fails that job, as on the platform. Faults a test can inject: :meth:`FakeServerless.throttle`
+that output) or ``{"error": …}`` (FAILED); a handler that raises fails the job too.
+:func:`runsync` makes a handler that forwards to the REAL worker served by the runpod SDK's
+local API (``POST /runsync``): a worker process that dies mid-job fails that job, as on the
+platform. Faults a test can inject: :meth:`FakeServerless.throttle`
 (the next requests answer 429), :meth:`FakeServerless.time_out_next` (the next jobs picked up end
 ``TIMED_OUT`` without running), :meth:`FakeServerless.lose_next` (they run to their end, then
 end ``TIMED_OUT``: the result was lost on the way), :meth:`FakeServerless.expire` (forget every
