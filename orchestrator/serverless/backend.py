@@ -411,30 +411,49 @@ class EndpointWorker:
     # -- posting ---------------------------------------------------------------------------
 
     def _post_due(self) -> None:
+        """POST /run the waiting attempts, ``poll_parallel`` at a time (a 50-GPU endpoint fills
+        in a few round trips, not 150), in order; a 429 puts the rest back and backs off."""
         while self._unposted and time.monotonic() >= self._throttled_until:
-            job = self._jobs.get(self._unposted[0])
-            if job is None or job.payload is None:
-                self._unposted.popleft()
-                continue
-            at = time.monotonic()
-            if job.posts and self._done(job) is not None:
-                # An earlier POST got no answer but was queued and ran: take its result.
-                self._unposted.popleft()
-                self._settle(job, "")
-                continue
-            job.posts += 1
-            try:
-                job_id = self.api.run(job.payload, policy=self.config.policy)
-            except Throttled as exc:
+            batch: list[_Job] = []
+            while self._unposted and len(batch) < self.config.poll_parallel:
+                job = self._jobs.get(self._unposted.popleft())
+                if job is None or job.payload is None:
+                    continue
+                if job.posts and self._done(job) is not None:
+                    # An earlier POST got no answer but was queued and ran: take its result.
+                    self._settle(job, "")
+                    continue
+                batch.append(job)
+            answers = list(self._poll_pool.map(self._post_one, batch))
+            failed: Exception | None = None
+            for job, answer in zip(batch, answers, strict=True):
+                if isinstance(answer, Exception):
+                    failed = failed or answer
+                    continue
+                at, job.job_id = answer
+                self.journal.add(job.prompt_id, job.job_id)
+                self.inbox.put(Posted(self.name, job.key, job.prompt_id, at))
+            again = [
+                j.prompt_id for j, a in zip(batch, answers, strict=True) if isinstance(a, Exception)
+            ]
+            self._unposted.extendleft(reversed(again))  # first in line again, in order
+            if isinstance(failed, Throttled):
                 self._backoff = min(BACKOFF_MAX_S, max(1.0, self._backoff * 2))
                 self._throttled_until = time.monotonic() + self._backoff
-                log.info("%s; backing off %.0f s", exc, self._backoff)
+                log.info("%s; backing off %.0f s", failed, self._backoff)
                 return
+            if failed is not None:
+                raise failed
             self._backoff = 0.0
-            self._unposted.popleft()
-            job.job_id = job_id
-            self.journal.add(job.prompt_id, job_id)
-            self.inbox.put(Posted(self.name, job.key, job.prompt_id, at))
+
+    def _post_one(self, job: _Job) -> tuple[float, str] | Exception:
+        assert job.payload is not None
+        at = time.monotonic()
+        job.posts += 1
+        try:
+            return at, self.api.run(job.payload, policy=self.config.policy)
+        except CharpackError as exc:
+            return exc
 
     # -- polling ---------------------------------------------------------------------------
 
