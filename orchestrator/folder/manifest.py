@@ -173,7 +173,8 @@ class Manifest:
             ) from None
         for save in replay.saves:
             for entry in save["jobs"]:
-                jobs[entry["key"]] = entry
+                if isinstance(entry, dict) and isinstance(entry.get("key"), str):
+                    jobs[entry["key"]] = entry
             if isinstance(save.get("header"), dict):
                 data = {**save["header"], "journal_id": snapshot}
             data["updated"] = save.get("updated", data.get("updated"))
