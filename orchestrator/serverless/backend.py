@@ -286,13 +286,20 @@ class EndpointWorker:
                 if not self._probe():
                     return
             try:
-                item = self.commands.get(timeout=0.1)
+                items = [self.commands.get(timeout=0.1)]
             except queue.Empty:
-                item = None
-            if isinstance(item, Close):
+                items = [None]
+            # Take every command waiting (a turn of the loop hands over up to hundreds of
+            # attempts), so they are posted together rather than one per round trip.
+            while not isinstance(items[-1], Close) and len(items) < 1000:
+                try:
+                    items.append(self.commands.get_nowait())
+                except queue.Empty:
+                    break
+            if isinstance(items[-1], Close):
                 return
             try:
-                self._step(item)
+                self._step(items)
             except AuthError as exc:
                 self.inbox.put(Unusable(self.name, str(exc)))
                 return
@@ -303,7 +310,27 @@ class EndpointWorker:
                 self.inbox.put(Unusable(self.name, redact(f"{self.config.label}: {exc!r}"), False))
                 return
 
-    def _step(self, item: Any) -> None:
+    def _step(self, items: list[Any]) -> None:
+        for item in items:
+            self._command(item)
+        while True:
+            try:
+                outcome = self._outcomes.get_nowait()
+            except queue.Empty:
+                break
+            self._outcome(*outcome)
+        if self._stopping:
+            self._drain_step()
+            return
+        if not self._up:
+            return
+        self._settle_adopted()
+        self._post_due()
+        if time.monotonic() >= self._next_poll:
+            self._next_poll = time.monotonic() + self.config.poll_interval
+            self._poll()
+
+    def _command(self, item: Any) -> None:
         if isinstance(item, Submit):
             self._jobs[item.prompt_id] = _Job(
                 item.key, item.scene, item.stem, item.prompt_id, payload=self._payload(item)
@@ -327,22 +354,6 @@ class EndpointWorker:
             self._drained_at = time.monotonic()
         elif isinstance(item, Cancel):
             self._cancel_all()
-        while True:
-            try:
-                outcome = self._outcomes.get_nowait()
-            except queue.Empty:
-                break
-            self._outcome(*outcome)
-        if self._stopping:
-            self._drain_step()
-            return
-        if not self._up:
-            return
-        self._settle_adopted()
-        self._post_due()
-        if time.monotonic() >= self._next_poll:
-            self._next_poll = time.monotonic() + self.config.poll_interval
-            self._poll()
 
     def _settle_adopted(self) -> None:
         """Adopted attempts with no job id recorded (a client killed between ``/run`` and the
