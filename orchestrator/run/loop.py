@@ -17,7 +17,7 @@ import logging
 import queue
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from charpack_nodes.pipelines.stages import stage_name
@@ -251,7 +251,8 @@ class RunLoop:
             return
         times = self.clocks.pop(message.prompt_id)
         if message.lost is not None or message.result is None:
-            ending = Ending("lost", error=message.lost or message.refused or "no result")
+            error = message.lost or message.refused or "no result"
+            ending = Ending("lost", error=error, worker_s=message.worker_s)
         else:
             attempt = self.state.attempt(flight.key, message.prompt_id)
             submitted = attempt.get("submitted_at") if attempt is not None else None
@@ -263,6 +264,8 @@ class RunLoop:
                 times=times,
                 submitted_at=submitted,
             )
+            if message.worker_s is not None:  # an endpoint's attempt: what its bill counts
+                ending = replace(ending, worker_s=message.worker_s)
         self._decide(flight.key, self.state.end(flight.key, message.prompt_id, ending))
 
     def _decide(self, key: str, decision: Decision) -> None:

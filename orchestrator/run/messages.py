@@ -128,6 +128,7 @@ class Finished:
     files: list[FileRecord] = field(default_factory=list)
     refused: str | None = None
     disk_full: str | None = None
+    worker_s: float | None = None  # a Serverless worker's billed seconds for this attempt
 
 
 @dataclass(frozen=True)

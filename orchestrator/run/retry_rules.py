@@ -107,6 +107,7 @@ class Ending:
     queue_wait_s: float | None = None
     execution_s: float | None = None
     stage_timings: dict[str, float] = field(default_factory=dict)
+    worker_s: float | None = None  # on a Serverless endpoint: the seconds RunPod bills
 
     @classmethod
     def of(

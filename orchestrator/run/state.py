@@ -30,7 +30,7 @@ import time
 from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from ..errors import CharpackError
 from ..folder.manifest import Attempt, JobEntry, Manifest, ManifestError
@@ -290,6 +290,8 @@ class PackState:
         if attempt is None:
             return Decision("ignored", message=f"{prompt_id} is not the active attempt of {key}")
         entry = self.entry(key)
+        if ending.worker_s is not None:  # only endpoint attempts have it (their bill)
+            cast(dict[str, Any], attempt)["worker_s"] = round(ending.worker_s, 3)
         attempt.update(
             {
                 "score": ending.score,

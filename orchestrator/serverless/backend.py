@@ -134,6 +134,7 @@ class _Job:
     started: bool = False
     fetching: bool = False
     posts: int = 0  # POST /run tries; after an ambiguous one, S3 is asked first
+    worker_s: float | None = None  # what RunPod bills: the handler's time, else executionTime
 
 
 def _failure(error: str | None) -> tuple[str | None, str]:
@@ -491,6 +492,8 @@ class EndpointWorker:
             return exc
 
     def _polled(self, job: _Job, status: JobStatus | None) -> None:
+        if status is not None and status.execution_ms is not None:
+            job.worker_s = status.execution_ms / 1000
         if status is None:
             self._settle(job, f"the endpoint no longer knows job {job.job_id}")
         elif status.status in (IN_PROGRESS, RUNNING):
@@ -528,7 +531,9 @@ class EndpointWorker:
             self._take(job, done)
             return
         self._jobs.pop(job.prompt_id, None)
-        self.inbox.put(Finished(self.name, job.key, job.prompt_id, lost=redact(why)))
+        self.inbox.put(
+            Finished(self.name, job.key, job.prompt_id, lost=redact(why), worker_s=job.worker_s)
+        )
 
     # -- results ---------------------------------------------------------------------------
 
@@ -537,21 +542,27 @@ class EndpointWorker:
             result, files = result_of(job.prompt_id, output)
         except OutputRefused as exc:
             self._jobs.pop(job.prompt_id, None)
-            self.inbox.put(Finished(self.name, job.key, job.prompt_id, refused=str(exc)))
+            self.inbox.put(Finished(*self._where(job), refused=str(exc), worker_s=job.worker_s))
             return
+        worker_s = output.get("worker_s")
+        if isinstance(worker_s, int | float) and not isinstance(worker_s, bool):
+            job.worker_s = float(worker_s)
         version = output.get("comfyui_version")
         if isinstance(version, str):
             self.version = redact(version)[:64]
         if not result.ok:
             self._jobs.pop(job.prompt_id, None)
-            self.inbox.put(Finished(self.name, job.key, job.prompt_id, result=result))
+            self.inbox.put(Finished(*self._where(job), result=result, worker_s=job.worker_s))
             return
         job.fetching = True
         self._fetches += 1
         self._fetch_pool.submit(self._fetch, job, result, files)
 
+    def _where(self, job: _Job) -> tuple[str, str, str]:
+        return self.name, job.key, job.prompt_id
+
     def _fetch(self, job: _Job, result: JobResult, files: Any) -> None:
-        where = (self.name, job.key, job.prompt_id)
+        where = self._where(job)
         try:
             if self._cancel.is_set():
                 return
@@ -570,7 +581,14 @@ class EndpointWorker:
                 limits=FetchLimits(deadline_s=self.rules.deadline_s),
                 cancel=self._cancel,
             )
-            message = Finished(*where, result=result, score=score, rejected=rejected, files=records)
+            message = Finished(
+                *where,
+                result=result,
+                score=score,
+                rejected=rejected,
+                files=records,
+                worker_s=job.worker_s,
+            )
         except DownloadCancelled:
             log.info("%s: %s: download left to the next run", self.name, job.key)
             return
@@ -578,10 +596,12 @@ class EndpointWorker:
             message = Finished(*where, disk_full=str(exc))
         except (OutputRefused, PackFolderError) as exc:
             log.warning("%s: %s: output refused: %s", self.name, job.key, exc)
-            message = Finished(*where, refused=str(exc))
+            message = Finished(*where, refused=str(exc), worker_s=job.worker_s)
         except Exception as exc:  # reported, never the end of the pool
             log.warning("%s: %s: download failed: %s", self.name, job.key, exc)
-            message = Finished(*where, lost=redact(f"download from S3 failed: {exc}"))
+            message = Finished(
+                *where, lost=redact(f"download from S3 failed: {exc}"), worker_s=job.worker_s
+            )
         finally:
             self._outcomes.put(("fetched", job))
             self.commands.put(None)  # wake the control thread

@@ -103,6 +103,8 @@ def test_a_pack_runs_on_an_endpoint_with_its_files_from_s3_and_every_ui_output(
     for key, entry in data["jobs"].items():
         (attempt,) = entry["attempts"]
         assert attempt["server"] == f"runpod-endpoint:{endpoint.endpoint_id}"
+        # What the bill counts: the handler's own wall time on the worker.
+        assert 0 < attempt["worker_s"] and attempt["execution_s"] <= attempt["worker_s"]
         # The identity node's UI output came through the handler: the score is recorded.
         assert isinstance(attempt["score"], float)
         # The sidecar landed beside the image, proving it belongs to this attempt.
