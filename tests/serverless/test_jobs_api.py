@@ -12,7 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import typer
+from typer.testing import CliRunner
 
+from charpack.cli import run as cli_run
 from charpack.errors import AuthError
 from charpack.pack.packfile import load_pack
 from charpack.run.runner import RunOptions, run_pack
@@ -135,3 +138,21 @@ def test_a_run_on_an_endpoint_refusing_the_key_stops_before_the_pack_folder_is_u
         )
     assert not out.exists()
     assert fake.runs == []
+
+
+def test_charpack_run_endpoint_without_an_api_key_says_what_to_set(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("RUNPOD_API_KEY", raising=False)
+    pack = write_pack(tmp_path, [{"name": "cafe", "prompt": "at a cafe", "count": 1}])
+    out = tmp_path / "out"
+    app = typer.Typer(add_completion=False)
+    app.command()(cli_run.run)
+
+    result = CliRunner().invoke(
+        app, [str(pack), "--out", str(out), "--endpoint", "abc123", "--no-contact-sheet"]
+    )
+
+    assert result.exit_code == 2, result.output
+    assert "RUNPOD_API_KEY" in result.output
+    assert not out.exists()
