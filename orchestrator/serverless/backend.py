@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from ..comfy.auth import redact
-from ..comfy.events import ExecutionStart
+from ..comfy.events import Executing, ExecutionStart, Progress
 from ..comfy.limits import STOP_GRACE_S, DownloadCancelled
 from ..comfy.results import JobResult
 from ..errors import AuthError, CharpackError, DiskFull, OutputRefused, PackFolderError
@@ -135,6 +135,7 @@ class _Job:
     fetching: bool = False
     posts: int = 0  # POST /run tries; after an ambiguous one, S3 is asked first
     worker_s: float | None = None  # what RunPod bills: the handler's time, else executionTime
+    progress: dict[str, Any] | None = None  # the last progress update seen
 
 
 def _failure(error: str | None) -> tuple[str | None, str]:
@@ -500,6 +501,8 @@ class EndpointWorker:
             if not job.started:
                 job.started = True
                 self.inbox.put(ExecutionStart(self.name, time.monotonic(), job.prompt_id))
+            if isinstance(status.output, dict):
+                self._progress(job, status.output)
         elif status.status == COMPLETED:
             if isinstance(status.output, dict):
                 self._take(job, status.output)
@@ -517,6 +520,21 @@ class EndpointWorker:
             why = {TIMED_OUT: "timed out", CANCELLED: "was cancelled"}.get(status.status, "failed")
             detail = f": {message}" if message else ""
             self._settle(job, f"{self.config.label}: job {job.job_id} {why}{detail}")
+
+    def _progress(self, job: _Job, update: dict[str, Any]) -> None:
+        """The worker's last progress update (its ``progress_update``, shown by ``/status``
+        while the job runs) as the events a pod's websocket gives: node started, sampler step."""
+        if update.get("prompt_id") != job.prompt_id or update == job.progress:
+            return
+        job.progress = update
+        node, now = update.get("node"), time.monotonic()
+        if update.get("stage") == "node" and isinstance(node, str):
+            self.inbox.put(Executing(self.name, now, job.prompt_id, node))
+        elif update.get("stage") == "sampling":
+            value, most = update.get("value"), update.get("max")
+            if isinstance(value, int | float) and isinstance(most, int | float):
+                where = node if isinstance(node, str) else None
+                self.inbox.put(Progress(self.name, now, job.prompt_id, where, value, most))
 
     def _done(self, job: _Job) -> dict[str, Any] | None:
         found = self.store.get_json(

@@ -183,3 +183,38 @@ def test_ctrl_c_twice_cancels_the_endpoints_jobs_and_the_next_run_makes_them(
     assert summary.exit_code == 0, summary.failures
     assert_each_image_once(out, manifest(out))
     assert endpoint.statuses() == ["CANCELLED", "CANCELLED", "COMPLETED", "COMPLETED"]
+
+
+def test_the_workers_progress_updates_reach_the_run_as_node_and_step_events(
+    endpoint: FakeServerless, local_worker: LocalWorker, tmp_path: Path
+) -> None:
+    real = runsync(local_worker.url)
+    seen = {"node": threading.Event(), "step": threading.Event()}
+    events: list[RunEvent] = []
+
+    def with_progress(job: dict[str, Any]) -> dict[str, Any]:
+        prompt_id, graph = job["input"]["prompt_id"], job["input"]["workflow"]
+        node = next(iter(graph))
+        update = {"stage": "node", "prompt_id": prompt_id, "node": node}
+        endpoint.progress(job["id"], update)  # as runpod.serverless.progress_update does
+        assert seen["node"].wait(60), "the client never showed the node update"
+        update = {**update, "stage": "sampling", "value": 2, "max": 4}
+        endpoint.progress(job["id"], update)
+        assert seen["step"].wait(60), "the client never showed the step update"
+        return real(job)
+
+    def record(event: RunEvent) -> None:
+        events.append(event)
+        if event.kind in seen:
+            seen[event.kind].set()
+
+    endpoint.handler = with_progress
+    pack = write_pack(tmp_path, [{"name": "deck", "prompt": "on a ship deck", "count": 1}])
+
+    summary = run(pack, tmp_path / "out", endpoint, on_event=record)
+
+    assert summary.exit_code == 0, summary.failures
+    kinds = [e.kind for e in events]
+    assert kinds.index("started") < kinds.index("node") < kinds.index("step") < kinds.index("done")
+    (step,) = [e for e in events if e.kind == "step"]
+    assert (step.data["value"], step.data["max"]) == (2, 4)

@@ -28,7 +28,8 @@ platform. Faults a test can inject: :meth:`FakeServerless.throttle`
 end ``TIMED_OUT``: the result was lost on the way), :meth:`FakeServerless.expire` (forget every
 finished job now, as 30 minutes later), and :meth:`FakeServerless.pause` / :meth:`resume`
 (workers take no job: a cold endpoint). :meth:`FakeServerless.wait_for` waits on a condition of
-its state with a deadline. Standard library only, plus ``requests`` for :func:`runsync`.
+its state with a deadline; :meth:`FakeServerless.progress` is a handler's progress update.
+Standard library only, plus ``requests`` for :func:`runsync`.
 """
 
 from __future__ import annotations
@@ -78,8 +79,8 @@ class FakeJob:
                 out["executionTime"] = int((self.ended_at - self.started_at) * 1000)
             if self.worker is not None:
                 out["workerId"] = f"fake-worker-{self.worker}"
-        if self.status == "COMPLETED":
-            out["output"] = self.output
+        if self.status == "COMPLETED" or (self.status == "IN_PROGRESS" and self.output):
+            out["output"] = self.output  # while in progress: the last progress update
         elif self.error is not None:
             out["error"] = self.error
         return out
@@ -196,6 +197,15 @@ class FakeServerless:
         """The next ``jobs`` jobs a worker picks up end TIMED_OUT without running."""
         with self._cond:
             self._time_out += jobs
+
+    def progress(self, job_id: str, update: dict[str, Any]) -> None:
+        """A handler's ``runpod.serverless.progress_update(job, update)``: ``GET /status`` shows
+        ``update`` as the job's output while it is in progress."""
+        with self._cond:
+            job = self.jobs.get(job_id)
+            if job is not None and job.status == "IN_PROGRESS":
+                job.output = update
+                self._cond.notify_all()
 
     def lose_next(self, jobs: int = 1) -> None:
         """The next ``jobs`` jobs a worker picks up run to their end, but end TIMED_OUT (the
