@@ -143,34 +143,25 @@ class Manifest:
 
     @classmethod
     def load(cls, folder: Path) -> Manifest:
-        """``manifest.json`` with the saves its journal holds replayed; writes nothing."""
-        path = folder / MANIFEST
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ManifestError(
-                f"{path}: no manifest — is {folder} a pack folder made by `charpack run`?"
-            ) from None
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ManifestError(
-                f"{path}: unreadable manifest ({exc}) — restore it from backup or start a new "
-                "pack folder"
-            ) from None
-        if not isinstance(data, dict) or data.get("format") != FORMAT:
-            found = data.get("format") if isinstance(data, dict) else None
-            raise ManifestError(
-                f"{path}: manifest format {found!r} is not {FORMAT} — use the "
-                "charpack version that made it"
-            )
+        """``manifest.json`` with the saves its journal holds replayed; writes nothing. A
+        reader that meets a run's fold-in (manifest.json replaced, the journal removed, while
+        it read them) reads both again, so it never misses the journal's saves."""
+        for _ in range(3):
+            data, inode = _read_snapshot(folder / MANIFEST, folder)
+            snapshot = data.get("journal_id")
+            try:
+                replay = read_journal(folder, snapshot)
+            except OSError as exc:
+                raise ManifestError(
+                    f"{folder / 'manifest.journal'}: unreadable ({exc}) — check the folder's "
+                    "permissions; without it the latest changes of the run are missing"
+                ) from None
+            try:
+                if os.stat(folder / MANIFEST).st_ino == inode:
+                    break
+            except OSError:
+                break
         jobs = data.pop("jobs", {})
-        snapshot = data.get("journal_id")
-        try:
-            replay = read_journal(folder, snapshot)
-        except OSError as exc:
-            raise ManifestError(
-                f"{folder / 'manifest.journal'}: unreadable ({exc}) — check the folder's "
-                "permissions; without it the latest changes of the run are missing"
-            ) from None
         for save in replay.saves:
             for entry in save["jobs"]:
                 if isinstance(entry, dict) and isinstance(entry.get("key"), str):
@@ -299,6 +290,30 @@ class Manifest:
         if self._journaling:
             self.export()
         self._journal.close()
+
+
+def _read_snapshot(path: Path, folder: Path) -> tuple[dict[str, Any], int]:
+    """``manifest.json``'s content and the inode it was read from."""
+    try:
+        with path.open("rb") as fh:
+            inode = os.fstat(fh.fileno()).st_ino
+            data = json.loads(fh.read().decode("utf-8"))
+    except FileNotFoundError:
+        raise ManifestError(
+            f"{path}: no manifest — is {folder} a pack folder made by `charpack run`?"
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise ManifestError(
+            f"{path}: unreadable manifest ({exc}) — restore it from backup or start a new "
+            "pack folder"
+        ) from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        found = data.get("format") if isinstance(data, dict) else None
+        raise ManifestError(
+            f"{path}: manifest format {found!r} is not {FORMAT} — use the "
+            "charpack version that made it"
+        )
+    return data, inode
 
 
 def snapshot_max() -> int:
