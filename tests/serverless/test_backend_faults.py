@@ -244,3 +244,30 @@ def test_an_image_changed_in_s3_is_refused_and_the_job_runs_again(
     assert first["status"] == "lost" and "not the file its sidecar describes" in first["error"]
     assert second["status"] == "success"
     assert not [p for p in out.rglob("*") if p.name.endswith(".part")]
+
+
+def test_a_run_request_whose_answer_is_lost_is_not_made_twice(
+    local_worker: LocalWorker, s3: S3, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """``POST /run`` queued the job but its answer never arrived: the attempt is posted again
+    under the same prompt id only after S3 was asked, and the worker answers a repeat from the
+    attempt's done.json, so one attempt, one image."""
+    pack = write_pack(tmp_path, [{"name": "quay", "prompt": "on a quay", "count": 1}])
+    out = tmp_path / "out"
+    with FakeServerless(runsync(local_worker.url), workers=1) as fake:
+        port = int(urlsplit(fake.base_url).port or 0)
+        with TcpRelay(target_port=port) as relay:
+            monkeypatch.setenv("RUNPOD_API_KEY", fake.api_key)
+            monkeypatch.setenv("RUNPOD_ENDPOINT_BASE_URL", f"{relay.url}/v2")
+            relay.lose_next_response(status=None, match=f"POST /v2/{fake.endpoint_id}/run")
+
+            summary = run(pack, out, fake)
+
+            assert summary.exit_code == 0, summary.failures
+        assert {job.input["prompt_id"] for job in fake.runs} == {fake.runs[0].input["prompt_id"]}
+        assert set(fake.statuses()) == {"COMPLETED"}
+    data = manifest(out)
+    assert_each_image_once(out, data)
+    (key,) = data["jobs"]
+    (only,) = attempts(data, key)
+    assert only["status"] == "success"
