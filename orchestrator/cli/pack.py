@@ -287,3 +287,20 @@ def contact_sheet(
     for page in pages:
         console.print(escape(str(page)))
     console.print(f"{len(pages)} page(s) in {elapsed:.1f} s")
+
+
+def export_manifest(pack_dir: PackDir) -> None:
+    """Write PACK_DIR/manifest.json whole from the pack state (a big pack's run keeps its
+    changes in manifest.journal until it ends): for tools that read the plain file."""
+    from ..folder.integrity import PackLock
+    from ..folder.manifest import Manifest
+
+    with reported("text"):
+        lock = PackLock.acquire(pack_dir)  # never while a run writes the folder
+        try:
+            manifest = Manifest.load(pack_dir)
+            manifest.export()
+            manifest.close()
+        finally:
+            lock.release()
+    console.print(f"wrote {escape(str(pack_dir / 'manifest.json'))} ({len(manifest)} jobs)")
