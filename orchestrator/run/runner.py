@@ -19,6 +19,10 @@ thread) or :meth:`RunControl.interrupt`: the first gives the downloads under way
 saves the manifest and returns; the second also cancels this run's prompts on the servers; a
 third raises ``KeyboardInterrupt`` at once.
 
+``endpoints=`` adds RunPod Serverless endpoints beside (or instead of) the servers
+(:mod:`charpack.serverless.backend`): each is one server of ``workers × (backlog + 1)`` slots
+to the loop, its results fetched from S3 into the same pack folder.
+
 ``workflow=`` swaps the pack's pipeline graph for a prepared one per attempt, everything else
 unchanged (scheduling, posting, waiting, downloads, manifest): ``bench/`` uses it to measure the
 runner on a stand-in pipeline of fixed execution time.
