@@ -57,7 +57,7 @@ PROFILE: tuple[Stage, ...] = (
     Stage(
         STAGE_BASE,
         4.0,
-        "published: community SDXL figures of ~7–10 it/s at 1 MP on a 4090 "
+        "published-derived estimate: community SDXL figures of ~7–10 it/s at 1 MP on a 4090 "
         "(SD.Next's published 4090 benchmark is SD 1.5 only), so 30 steps ≈ 3.75 s + VAE "
         "decode ≈ 0.25 s; not checked on a GPU",
     ),
@@ -95,8 +95,9 @@ PROFILE: tuple[Stage, ...] = (
     Stage(
         "save",
         0.11,
-        "measured on this CPU box, not a pod: CharpackSavePack's execution-"
-        "thread time for a 3328×4864 image (bench/SAVE.md); the encode runs off the GPU path",
+        "estimate from a measurement on this CPU box, not a pod: CharpackSavePack's "
+        "execution-thread time for a 3328×4864 image (bench/SAVE.md); the encode runs off "
+        "the GPU path",
     ),
     Stage("score", 0.2, "estimate: the final identity score (InsightFace on the finished image)"),
 )
