@@ -70,12 +70,36 @@ class SceneModel(_Strict):
     overrides: Settings = Field(default_factory=Settings)
 
 
+class EarlyGateModel(_Strict):
+    """``identity.early_gate``: stop an attempt after the InstantID fix when its face scores
+    below ``threshold - margin`` (docs/pipeline.md, "The early identity gate")."""
+
+    enabled: bool = True
+    margin: float = Field(default=P.EARLY_GATE_MARGIN, gt=0.0, le=1.0)
+
+
 class IdentityModel(_Strict):
     enabled: bool = True
     threshold: float = IDENTITY_THRESHOLD
     max_attempts: int = 3
     model_pack: str = P.IdentitySpec.model_pack
     provider: str = P.IdentitySpec.provider
+    early_gate: EarlyGateModel = Field(default_factory=EarlyGateModel)
+
+    def early_threshold(self) -> float | None:
+        """``threshold - early_gate.margin`` when both gates are on and a rejected attempt is
+        retried, else None. With ``max_attempts: 1`` (the identity test) the only attempt runs
+        whole: its final score is the measurement and its image the job's. A threshold out of
+        range is reported by the pack check; the early gate is left off then."""
+        on = self.enabled and self.early_gate.enabled and self.max_attempts > 1
+        if not (on and 0.0 <= self.threshold <= 1.0):
+            return None
+        return round(self.threshold - self.early_gate.margin, 4)
+
+    def early_spec(self) -> P.EarlyGateSpec:
+        """The pipeline's early-gate settings for this pack."""
+        at = self.early_threshold()
+        return P.EarlyGateSpec() if at is None else P.EarlyGateSpec(True, at)
 
 
 class PackModel(_Strict):
@@ -109,6 +133,8 @@ class IdentityGate:
     enabled: bool
     threshold: float
     max_attempts: int
+    # The early gate's threshold (``threshold - early_gate.margin``), None when it is off.
+    early_threshold: float | None = None
 
 
 @dataclass(frozen=True)

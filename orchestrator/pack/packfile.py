@@ -258,7 +258,7 @@ class _Checker:
         changes = {"enabled": i.enabled, "model_pack": i.model_pack, "provider": i.provider}
         for exc in evolve_all(P.IdentitySpec(), changes)[1]:
             self.fail(exc.field, exc.message, fix_for(exc.message))
-        return IdentityGate(i.enabled, i.threshold, i.max_attempts)
+        return IdentityGate(i.enabled, i.threshold, i.max_attempts, i.early_threshold())
 
     def _defaults(self, character: P.CharacterSpec | None) -> P.PipelineSpec | None:
         """The pack-wide spec: character + defaults + identity settings, checked once."""
@@ -268,6 +268,7 @@ class _Checker:
         spec = apply_settings(spec, self.model.defaults, problems, where="defaults")
         try:
             spec = P.evolve(spec, identity=P.IdentitySpec(i.enabled, i.model_pack, i.provider))
+            spec = P.evolve(spec, early_gate=i.early_spec())
         except ParameterError:
             pass  # reported by _identity
         for problem in problems:

@@ -23,6 +23,7 @@ from .checks import ParameterError as ParameterError  # re-exported
 from .checks import _choice, _int_range, _name, _range, _text, check_range, ranged
 from .checks import shown as shown  # re-exported
 from .scene import IDENTITY_MODEL_PACKS as IDENTITY_MODEL_PACKS  # re-exported
+from .scene import IDENTITY_THRESHOLD
 from .scene import POSE_PREPROCESSORS as POSE_PREPROCESSORS  # re-exported
 from .scene import PROVIDERS as PROVIDERS  # re-exported
 from .scene import SAVE_MODES as SAVE_MODES  # re-exported
@@ -54,6 +55,10 @@ SAM_HINTS: tuple[str, ...] = (
 )  # fmt: skip
 MAX_SEED = 2**64 - 1
 SIZE_MULTIPLE = 8  # width and height: SDXL works in 8-pixel latent cells
+
+# How far below the identity threshold the early gate stops an attempt: "clearly below", so
+# the detailer (denoise 0.4, identity-preserving) is not what would have lifted it over.
+EARLY_GATE_MARGIN = 0.10
 
 DEFAULT_NEGATIVE = (
     "cartoon, illustration, 3d render, plastic skin, airbrushed, deformed face, extra fingers, "
@@ -328,6 +333,20 @@ class PAGSpec:
 
 
 @dataclass(frozen=True)
+class EarlyGateSpec:
+    """The early identity gate (``gate.py``): after the InstantID fix, at 832×1216, an attempt
+    scoring below ``threshold`` stops before the detailer and upscale. Off here (a macro node
+    or a workflow file runs every stage); the pack file turns it on at its identity threshold
+    minus a margin (``identity.early_gate``, docs/pipeline.md says why 0.10)."""
+
+    enabled: bool = False
+    threshold: float = ranged(round(IDENTITY_THRESHOLD - EARLY_GATE_MARGIN, 4), -1.0, 1.0)
+
+    def __post_init__(self) -> None:
+        check_range("early_gate.threshold", self, "threshold")
+
+
+@dataclass(frozen=True)
 class PipelineSpec:
     """Everything one job needs: character, scene prompt, seed and every stage's settings."""
 
@@ -344,6 +363,7 @@ class PipelineSpec:
     img2img: Img2ImgSpec | None = None
     pose: PoseSpec | None = None
     identity: IdentitySpec = field(default_factory=IdentitySpec)
+    early_gate: EarlyGateSpec = field(default_factory=EarlyGateSpec)
     output: OutputSpec = field(default_factory=OutputSpec)
 
     def __post_init__(self) -> None:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import catalog as C
-from . import face, finish
+from . import face, finish, gate
 from .base import add_base
 from .graph import Graph, Link
 from .params import PipelineSpec
@@ -65,7 +65,8 @@ class Built:
 
 
 def build_pipeline(spec: PipelineSpec, *, prefix: str = "", outputs: bool = True) -> Built:
-    """The full pipeline for one job; stages switched off in ``spec`` are left out.
+    """The full pipeline for one job; stages switched off in ``spec`` are left out. With
+    ``early_gate`` on (and the identity score), the early gate sits after the InstantID fix.
 
     ``outputs=False`` leaves out the identity score and the saver (the macro node's case: the
     user wires their own).
@@ -74,6 +75,9 @@ def build_pipeline(spec: PipelineSpec, *, prefix: str = "", outputs: bool = True
     image: Source = add_base(g, spec)
     if spec.instantid.enabled:
         image = face.add_instantid_fix(g, spec, image)
+    if outputs and spec.identity.enabled and spec.early_gate.enabled:
+        # Only where the final score decides: a macro node's user wires their own outputs.
+        image = gate.add_early_gate(g, spec, image)
     if spec.face_detailer.enabled:
         image = face.add_face_detailer(g, spec, image)
     if spec.upscale.enabled:
