@@ -77,6 +77,8 @@ class Attempt(TypedDict, total=False):
     status: AttemptStatus
     score: float | None
     face: bool  # False: the identity node found no face (score is None)
+    stopped_at: str  # "early_gate": the early identity gate blocked it (no image, no score)
+    early_score: float | None  # the early gate's score of a blocked attempt
     error: str | None
     files: list[FileRecord]
 

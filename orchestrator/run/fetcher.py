@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from charpack_nodes.pipelines import finish
+from charpack_nodes.pipelines import finish, gate
 
 from ..comfy.client import ComfyClient
 from ..comfy.downloads import SIDECAR_MAX_BYTES, Expect, check_ref
@@ -48,7 +48,7 @@ from ..pack.jobs import Job
 from ..pack.packfile import IdentityGate
 from .messages import Close, DownloadStarted, Drain, Drained, Finished
 from .options import RunOptions
-from .retry_rules import NO_FACE, Score, below
+from .retry_rules import Score, below, early_stop, scores_in
 from .state import image_dir
 
 log = logging.getLogger(__name__)
@@ -66,21 +66,13 @@ class Tracked:
 
 
 def score_of(result: JobResult) -> Score:
-    """The identity result in a finished prompt's UI output: the lowest score of a batch,
-    :data:`~charpack.run.retry_rules.NO_FACE` when an image of it has no face (the node lists
-    ``null`` for its score and ``false`` in ``faces``; older node packs said so only in a
-    warning, with a 0.0 score), or None when the graph has no identity node."""
-    ui = result.ui.get(SCORE_NODE) or next((u for u in result.ui.values() if "scores" in u), {})
-    scores = tuple(ui.get("scores", ()))
-    warnings = [str(w) for w in ui.get("warnings", ())]
-    if (
-        any(v is None for v in scores)
-        or any(f is False for f in ui.get("faces", ()))
-        or any(w.startswith("no face found in image") for w in warnings)
-    ):
-        return NO_FACE
-    values = [float(v) for v in scores if isinstance(v, int | float) and not isinstance(v, bool)]
-    return min(values) if values else None
+    """The identity result in a finished prompt's UI output (:func:`scores_in` of the final
+    score node, else of any score node but the early gate's), or None when the graph has no
+    identity node."""
+    ui = result.ui.get(SCORE_NODE) or next(
+        (u for node, u in result.ui.items() if "scores" in u and node != gate.GATE_SCORE), {}
+    )
+    return scores_in(ui)
 
 
 UPSCALE_FACTOR = 4  # the pipeline's upscale model (4x-UltraSharp); larger models: raise the cap
@@ -292,6 +284,11 @@ class Fetcher:
             if self.cancel.is_set():
                 continue  # closing: the next run downloads it
             self.inbox.put(DownloadStarted(self.server, tracked.key, result.prompt_id))
+            early = early_stop(result)
+            if early is not None:  # the early gate blocked it: nothing was saved, nothing to fetch
+                where = (self.server, tracked.key, result.prompt_id)
+                self.inbox.put(Finished(*where, result=result, score=early.score, rejected=True))
+                continue
             score = score_of(result)
             rejected = below(self.gate, score)  # the gate's one decision for this attempt
             rel_dir = image_dir(tracked.scene, rejected=rejected)

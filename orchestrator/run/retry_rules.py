@@ -26,11 +26,12 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 from charpack_nodes.pipelines import catalog
+from charpack_nodes.pipelines import gate as early_gate
 
 from ..comfy.auth import redact
 from ..comfy.results import JobResult, NodeFailure
@@ -40,6 +41,7 @@ from ..pack.packfile import IdentityGate
 from .events import PromptTimes
 
 LOST_LIMIT = 5
+STOPPED_EARLY = early_gate.STOPPED_AT  # an attempt's ``stopped_at`` when the early gate blocked it
 
 
 class NoFace(enum.Enum):
@@ -50,6 +52,38 @@ class NoFace(enum.Enum):
 
 NO_FACE: Final = NoFace.NO_FACE
 Score = float | NoFace | None  # an identity result: a score, no face, or no identity node
+
+
+def scores_in(ui: Mapping[str, Any]) -> Score:
+    """An Identity score node's UI output as one result: the batch's lowest score,
+    :data:`NO_FACE` when an image of it has no face (``null`` in ``scores``, ``false`` in
+    ``faces``; older node packs said so only in a warning), or None when it lists no score."""
+    scores = tuple(ui.get("scores", ()) or ())
+    warnings = [str(w) for w in ui.get("warnings", ()) or ()]
+    if (
+        any(v is None for v in scores)
+        or any(f is False for f in ui.get("faces", ()) or ())
+        or any(w.startswith("no face found in image") for w in warnings)
+    ):
+        return NO_FACE
+    values = [float(v) for v in scores if isinstance(v, int | float) and not isinstance(v, bool)]
+    return min(values) if values else None
+
+
+@dataclass(frozen=True)
+class EarlyStop:
+    """The early gate blocked a prompt: nothing after it ran, no image was saved."""
+
+    score: Score  # the gate's score node's result (None when its output is missing)
+
+
+def early_stop(result: JobResult) -> EarlyStop | None:
+    """How the early gate stopped ``result``'s prompt (its UI output ``passed: [false]``), or
+    None when it let it go on or the graph has no early gate."""
+    passed = result.ui.get(early_gate.GATE, {}).get("passed")
+    if not result.ok or not isinstance(passed, list | tuple) or any(p is True for p in passed):
+        return None
+    return EarlyStop(scores_in(result.ui.get(early_gate.GATE_SCORE, {})))
 
 
 # Execution errors a new seed cannot change: the same graph fails the same way on every seed.
@@ -108,6 +142,8 @@ class Ending:
     execution_s: float | None = None
     stage_timings: dict[str, float] = field(default_factory=dict)
     worker_s: float | None = None  # on a Serverless endpoint: the seconds RunPod bills
+    stopped_at: str | None = None  # STOPPED_EARLY: the early gate blocked the attempt
+    early_score: float | None = None  # the early gate's score (None: no face, or not gated)
 
     @classmethod
     def of(
@@ -132,6 +168,11 @@ class Ending:
             # No websocket events: the server's start time against our submit time.
             wait = max(0.0, started - submitted_at)
         no_face = isinstance(score, NoFace)
+        early = early_stop(result)
+        early_score = None if early is None or isinstance(early.score, NoFace) else early.score
+        if early is not None:  # blocked: no final score ran, the early one is the result
+            no_face = isinstance(early.score, NoFace)
+            score = early_score
         return cls(
             "success" if result.ok else "error",
             score=None if isinstance(score, NoFace) else score,
@@ -145,6 +186,8 @@ class Ending:
             queue_wait_s=None if wait is None else round(wait, 4),
             execution_s=result.execution_s,
             stage_timings=times.stages,
+            stopped_at=None if early is None else STOPPED_EARLY,
+            early_score=early_score,
         )
 
 
@@ -220,22 +263,37 @@ def judge(
         return Decision("retry", seed=next_seed(), message=message)
     if ending.face is not None:
         attempt["face"] = ending.face
+    if ending.stopped_at is not None:
+        # Blocked after the InstantID fix: no final score, no image; retried as a rejection.
+        attempt["stopped_at"] = ending.stopped_at
+        attempt["early_score"] = ending.early_score
+        attempt["score"] = None
+        ending.rejected = True
     if not ending.rejected:  # the gate decided when the files were placed; never again here
         attempt["status"] = "success"
         return Decision("done")
     attempt["status"] = "below_threshold"
     scored = [a for a in budget(entry) if a.get("status") in ("success", "below_threshold")]
     if len(scored) < gate.max_attempts:
-        why = (
-            "no face found in the image"
-            if ending.score is None
-            else f"identity score {ending.score:.3f} is below {gate.threshold:g}"
-        )
+        if ending.stopped_at is not None:
+            why = (
+                "stopped at the early gate: no face found"
+                if ending.early_score is None
+                else f"stopped at the early gate: score {ending.early_score:.3f} is below "
+                f"{gate.early_threshold or gate.threshold:g}"
+            )
+        elif ending.score is None:
+            why = "no face found in the image"
+        else:
+            why = f"identity score {ending.score:.3f} is below {gate.threshold:g}"
         return Decision("retry", seed=next_seed(), message=why)
     faceless = sum(a.get("face") is False for a in scored)
+    early = sum(a.get("stopped_at") is not None for a in scored)
     if faceless == len(scored):
         return Decision("below_threshold", message=f"no face found in any of {faceless} attempts")
-    also = f" ({faceless} with no face found)" if faceless else ""
+    notes = [f"{faceless} with no face found"] * bool(faceless)
+    notes += [f"{early} stopped at the early gate"] * bool(early)
+    also = f" ({'; '.join(notes)})" if notes else ""
     return Decision(
         "below_threshold",
         message=f"all {len(scored)} attempts scored below {gate.threshold:g}{also}",
@@ -257,8 +315,16 @@ def settle(entry: JobEntry, decision: Decision) -> None:
         )
     elif decision.action == "below_threshold":
         rejected = [a for a in budget(entry) if a.get("status") == "below_threshold"]
-        # A scored attempt beats one with no face found, whatever its score.
-        best = max(rejected, key=lambda a: (a.get("score") is not None, a.get("score") or 0.0))
+        # An attempt with an image beats one the early gate stopped, and a scored one beats one
+        # with no face found, whatever its score.
+        best = max(
+            rejected,
+            key=lambda a: (
+                first_image(a) is not None,
+                a.get("score") is not None,
+                a.get("score") or a.get("early_score") or 0.0,
+            ),
+        )
         entry.update(
             {
                 "status": "below_threshold",
