@@ -8,6 +8,15 @@
 - ``simplified``: ``comfy-api-simplified==1.6.0`` as its README drives it,
   ``ComfyApiWrapper(url).queue_and_wait_images(workflow, "Save Image")`` per job (a new
   websocket per job, opened after the POST), then the returned bytes written to disk.
+- ``toolkit``: ``comfy-toolkit==0.1.0``, pipelined: ``ComfyClient(url).submit(graph)`` keeps
+  :data:`DEPTH` prompts queued on the server (charpack's backlog), then per job, oldest first,
+  ``wait_for_images(prompt_id)`` (its ``/history`` polling, default 2 s apart, which re-reads
+  until the outputs exist) and ``download(descriptor)`` for each image, writing the bytes, and
+  the next job submitted. The server has the next prompt queued while the client polls.
+- ``headless``: ``comfy-headless==3.1.1``, pipelined the same way: ``ComfyClient(base_url=url)``
+  ``.queue_prompt(graph)`` keeps :data:`DEPTH` queued, then per job ``wait_for_completion
+  (prompt_id)`` (``/history`` polled every 0.5 s, its default) and ``get_image(filename,
+  subfolder, type)`` for each image of the entry.
 - ``queued``: not a client anyone ships but the **floor**: every job POSTed up front, then each
   collected as it finishes. The server never waits for a client, so the gaps between its
   prompts are its own (history, ``gc.collect()``, the next prompt's start).
@@ -41,6 +50,9 @@ if __package__ in (None, ""):  # run as a script: the repository root holds ``be
 from bench.workload import TITLE, BenchJob, Workload, jobs_of, peak_rss_mb
 
 Client = Callable[[str, list[BenchJob], Workload, Path], None]
+
+# Prompts the pipelined peers keep on the server at once: charpack's runner's default backlog.
+DEPTH = 2
 
 
 def _post(url: str, graph: dict[str, Any], client_id: str) -> str:
@@ -110,6 +122,63 @@ def simplified(url: str, jobs: list[BenchJob], work: Workload, out: Path) -> Non
             (out / name).write_bytes(data)
 
 
+def _image_name(stem: str, i: int) -> str:
+    return f"{stem}.png" if i == 0 else f"{stem}_{i:02d}.png"
+
+
+def toolkit(url: str, jobs: list[BenchJob], work: Workload, out: Path) -> None:
+    from comfy_toolkit import ComfyClient
+
+    client = ComfyClient(url)
+    waiting: list[tuple[str, BenchJob]] = []
+    pending = iter(jobs)
+    for job in pending:
+        waiting.append((client.submit(work.graph(job)), job))
+        if len(waiting) == DEPTH:
+            break
+    while waiting:
+        prompt_id, job = waiting.pop(0)
+        images = client.wait_for_images(prompt_id)
+        for job_next in pending:  # refill the queue before downloading, as a pipeline would
+            waiting.append((client.submit(work.graph(job_next)), job_next))
+            break
+        for i, image in enumerate(images):
+            (out / _image_name(job.stem, i)).write_bytes(client.download(image))
+
+
+def headless(url: str, jobs: list[BenchJob], work: Workload, out: Path) -> None:
+    from comfy_headless.client import ComfyClient
+
+    client = ComfyClient(base_url=url)
+    waiting: list[tuple[str, BenchJob]] = []
+    pending = iter(jobs)
+
+    def submit(job: BenchJob) -> None:
+        prompt_id = client.queue_prompt(work.graph(job))
+        if prompt_id is None:
+            raise RuntimeError(f"comfy-headless could not queue job {job.stem}")
+        waiting.append((prompt_id, job))
+
+    for job in pending:
+        submit(job)
+        if len(waiting) == DEPTH:
+            break
+    while waiting:
+        prompt_id, job = waiting.pop(0)
+        entry = client.wait_for_completion(prompt_id)
+        if entry is None or not entry.get("status", {}).get("completed"):
+            raise RuntimeError(f"comfy-headless: job {job.stem} failed or timed out: {entry}")
+        for job_next in pending:
+            submit(job_next)
+            break
+        images = [im for o in entry["outputs"].values() for im in o.get("images", [])]
+        for i, image in enumerate(images):
+            data = client.get_image(image["filename"], image["subfolder"], image["type"])
+            if data is None:
+                raise RuntimeError(f"comfy-headless: no bytes for {image['filename']}")
+            (out / _image_name(job.stem, i)).write_bytes(data)
+
+
 def queued(url: str, jobs: list[BenchJob], work: Workload, out: Path) -> None:
     import websocket
 
@@ -132,7 +201,13 @@ def queued(url: str, jobs: list[BenchJob], work: Workload, out: Path) -> None:
         ws.close()
 
 
-CLIENTS: dict[str, Client] = {"naive": naive, "simplified": simplified, "queued": queued}
+CLIENTS: dict[str, Client] = {
+    "naive": naive,
+    "simplified": simplified,
+    "toolkit": toolkit,
+    "headless": headless,
+    "queued": queued,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
