@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -52,6 +53,7 @@ from bench.workload import REPO, Workload, jobs_of, write_pack
 log = logging.getLogger("bench")
 
 RESULTS = REPO / "bench" / "RESULTS.md"
+ONE_SERVER_CLIENTS = ("queued", "charpack", "naive", "simplified", "toolkit", "headless")
 
 
 class Bench:
@@ -61,7 +63,10 @@ class Bench:
         self.work = work
         self.picture_size = bench_picture().stat().st_size
 
-    def run(self, client: str, link: str, count: int, *, jobs: int, sheet: bool = False) -> Row:
+    def run(
+        self, client: str, link: str, count: int, *, jobs: int, seconds: float, rnd: int = 1,
+        sheet: bool = False,
+    ) -> Row:  # fmt: skip
         args = self.args
         used = self.servers[:count]
         tag = f"{client}-{link}-{count}s-{uuid.uuid4().hex[:6]}"
@@ -70,7 +75,7 @@ class Bench:
         out = self.work / "out" / tag
         urls = [s.url(link) for s in used]
         common = ["--pack", str(pack), "--tag", tag, "--out", str(out)]
-        common += ["--seconds", str(args.seconds), "--steps", str(args.steps)]
+        common += ["--seconds", str(seconds), "--steps", str(args.steps)]
         if client == "charpack":
             script = REPO / "bench" / "charpack_client.py"
             command = [sys.executable, str(script), *common]
@@ -80,7 +85,7 @@ class Bench:
             script = REPO / "bench" / "comparators.py"
             command = [sys.executable, str(script), client, "--server", urls[0], *common]
         log.info("%s: %d jobs on %d server(s), %s link", client, jobs, count, link)
-        limit = 300 + 3 * jobs * args.seconds / count
+        limit = 300 + 3 * jobs * seconds / count
         result = run_client(command, log_path=self.work / "logs" / f"{tag}.log", limit_s=limit)
         busy = idle = 0.0
         errors = 0
@@ -100,7 +105,8 @@ class Bench:
         row = Row(
             link=link, servers=count, client=client, jobs=jobs, wall_s=float(result["wall_s"]),
             busy_s=busy, idle_s=idle, lead_s=lead, tail_s=tail, rss_mb=float(result["rss_mb"]),
-            files_ok=len(files) == len(whole) == jobs, errors=errors,
+            files_ok=len(files) == len(whole) == jobs, errors=errors, seconds=seconds, rnd=rnd,
+            load1=os.getloadavg()[0],
         )  # fmt: skip
         for key in ("rss_sheet_mb", "contact_sheet_s"):
             if key in result:
@@ -142,8 +148,11 @@ def warm_up(servers: list[BenchServer], work: Path, seconds: float, steps: int) 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--jobs", type=int, default=50)
-    parser.add_argument("--seconds", type=float, default=3.6, help="execution time per job")
+    parser.add_argument("--jobs", default="50", help="jobs per pack, one per --seconds value")
+    parser.add_argument("--seconds", default="3.6", help="execution time per job (s), a list")
+    parser.add_argument("--runs", type=int, default=1, help="repeats of every run, interleaved")
+    parser.add_argument("--clients", default=",".join(ONE_SERVER_CLIENTS),
+                        help="the clients run on one server")  # fmt: skip
     parser.add_argument("--steps", type=int, default=20, help="progress updates per job")
     parser.add_argument("--servers", default="1,2,4", help="server counts for charpack")
     parser.add_argument("--links", default="loopback,shaped")
@@ -160,6 +169,14 @@ def main(argv: list[str] | None = None) -> int:
 
     counts = sorted({int(n) for n in args.servers.split(",")})
     links = [link.strip() for link in args.links.split(",")]
+    clients = [c.strip() for c in args.clients.split(",")]
+    times = [float(x) for x in args.seconds.split(",")]
+    sizes = [int(x) for x in args.jobs.split(",")]
+    sizes = sizes * len(times) if len(sizes) == 1 else sizes
+    if len(sizes) != len(times):
+        parser.error("--jobs takes one value, or one per --seconds value")
+    args.plan = list(zip(times, sizes, strict=True))
+    args.load_before = os.getloadavg()
     work = args.work or cache_dir() / f"run-{uuid.uuid4().hex[:8]}"
     picture = bench_picture()
     rows: list[Row] = []
@@ -169,18 +186,26 @@ def main(argv: list[str] | None = None) -> int:
         total = max([*counts, args.memory_servers if args.memory_jobs else 0])
         servers = start_servers(total, root=work / "servers", picture=picture,
                                 delay_s=args.delay, rate=args.rate, stack=stack)  # fmt: skip
-        warm_up(servers, work, args.seconds, args.steps)
+        warm_up(servers, work, times[0], args.steps)
         bench = Bench(args, servers, work)
-        for link in links:
-            if 1 in counts:
-                for client in ("queued", "charpack", "naive", "simplified"):
-                    rows.append(bench.run(client, link, 1, jobs=args.jobs))
-            for count in counts:
-                if count > 1:
-                    rows.append(bench.run("charpack", link, count, jobs=args.jobs))
+        for seconds, jobs in args.plan:
+            # Rounds interleave the clients (each round starting one client later), so a change
+            # in the machine's load falls on every client alike.
+            for rnd in range(1, args.runs + 1):
+                shift = (rnd - 1) % len(clients)
+                order = clients[shift:] + clients[:shift]
+                for link in links:
+                    if 1 in counts:
+                        for client in order:
+                            rows.append(bench.run(client, link, 1, jobs=jobs, seconds=seconds,
+                                                  rnd=rnd))  # fmt: skip
+                    for count in counts:
+                        if count > 1:
+                            rows.append(bench.run("charpack", link, count, jobs=jobs,
+                                                  seconds=seconds, rnd=rnd))  # fmt: skip
         if args.memory_jobs:
             rows.append(bench.run("charpack", args.memory_link, args.memory_servers,
-                                  jobs=args.memory_jobs, sheet=True))  # fmt: skip
+                                  jobs=args.memory_jobs, seconds=times[0], sheet=True))  # fmt: skip
     command = "python bench/orchestrator_bench.py" + "".join(f" {a}" for a in sys.argv[1:])
     text = render(rows, args=args, picture_bytes=picture.stat().st_size, command=command,
                   minutes=(time.monotonic() - started) / 60)  # fmt: skip

@@ -13,6 +13,7 @@ import argparse
 import math
 import os
 import platform
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +23,10 @@ LABELS = {
     "charpack": "**charpack run**",
     "naive": "naive loop (script example)",
     "simplified": "comfy-api-simplified 1.6.0",
+    "toolkit": "comfy-toolkit 0.1.0 (pipelined, 2 queued)",
+    "headless": "comfy-headless 3.1.1 (pipelined, 2 queued)",
 }
+PEERS = ("naive", "simplified", "toolkit", "headless")
 
 
 @dataclass
@@ -39,6 +43,9 @@ class Row:
     rss_mb: float  # the client process's peak resident memory (VmHWM), MB
     files_ok: bool
     errors: int = 0
+    seconds: float = 0.0  # execution time per job
+    rnd: int = 1  # which repeat of the run
+    load1: float = math.nan  # the machine's 1-minute load average when the run ended
     extra: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -55,23 +62,30 @@ class Row:
         return self.wall_s / (self.busy_s / self.servers) if self.busy_s else math.nan
 
 
-def _find(rows: list[Row], *, link: str, servers: int, client: str, jobs: int) -> Row | None:
+def _find(
+    rows: list[Row], *, link: str, servers: int, client: str, jobs: int, like: Row | None = None
+) -> Row | None:
+    """The row of that run; with ``like``, of the same job time and round as ``like``."""
     for row in rows:
-        if (row.link, row.servers, row.client, row.jobs) == (link, servers, client, jobs):
+        if (row.link, row.servers, row.client, row.jobs) != (link, servers, client, jobs):
+            continue
+        if like is None or (row.seconds, row.rnd) == (like.seconds, like.rnd):
             return row
     return None
 
 
-def table(rows: list[Row], *, jobs: int) -> list[str]:
+def table(rows: list[Row], *, plan: dict[float, int]) -> list[str]:
     lines = [
-        "| link | servers | client | jobs | wall (s) | server busy (s) | wall ÷ busy per server "
+        "| job (s) | run | load | link | servers | client | jobs | wall (s) | server busy (s) "
+        "| wall ÷ busy per server "
         "| server idle, % of busy | above floor (pp) | lead-in (s) | tail (s) | jobs/min "
         "| × 1 server | client peak RSS (MB) | files |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "|---:|---:|---:|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for row in rows:
-        floor = _find(rows, link=row.link, servers=1, client="queued", jobs=row.jobs)
-        one = _find(rows, link=row.link, servers=1, client="charpack", jobs=jobs)
+        jobs = plan.get(row.seconds, row.jobs)
+        floor = _find(rows, link=row.link, servers=1, client="queued", jobs=row.jobs, like=row)
+        one = _find(rows, link=row.link, servers=1, client="charpack", jobs=jobs, like=row)
         above = f"{row.idle_pct - floor.idle_pct:+.2f}" if floor and row is not floor else ""
         scale = ""
         if row.client == "charpack" and one is not None and row.jobs in (jobs, jobs * row.servers):
@@ -80,6 +94,7 @@ def table(rows: list[Row], *, jobs: int) -> list[str]:
         if row.errors:
             files += f", {row.errors} execution errors"
         lines.append(
+            f"| {row.seconds:g} | {row.rnd} | {row.load1:.2f} "
             f"| {row.link} | {row.servers} | {LABELS[row.client]} | {row.jobs} "
             f"| {row.wall_s:.1f} | {row.busy_s:.1f} | {row.wall_over_busy:.3f} "
             f"| {row.idle_pct:.2f} | {above} | {row.lead_s:.2f} | {row.tail_s:.2f} "
@@ -150,6 +165,81 @@ def targets(rows: list[Row], *, jobs: int) -> list[str]:
     return out
 
 
+def _spread(values: list[float], fmt: str = ".3f") -> str:
+    """Median and range of repeated runs: ``median (min–max)``."""
+    if not values:
+        return ""
+    if len(values) == 1:
+        return format(values[0], fmt)
+    lo, mid, hi = min(values), statistics.median(values), max(values)
+    return f"{mid:{fmt}} ({lo:{fmt}}–{hi:{fmt}})"
+
+
+def _groups(rows: list[Row]) -> dict[tuple[float, str, int, str, int], list[Row]]:
+    groups: dict[tuple[float, str, int, str, int], list[Row]] = {}
+    for row in rows:
+        if "rss_sheet_mb" in row.extra:
+            continue  # the memory run is reported on its own
+        key = (row.seconds, row.link, row.servers, row.client, row.jobs)
+        groups.setdefault(key, []).append(row)
+    return groups
+
+
+def summary(rows: list[Row]) -> list[str]:
+    """Each client's repeated runs in one row: median (min–max), wall against the floor's
+    wall in the same round (the fair comparison when the machine's load drifts)."""
+    lines = [
+        "| job (s) | link | servers | client | jobs | runs | wall (s) | wall ÷ floor's wall, same "
+        "round | server idle, % of busy | above floor (pp) | jobs/min | client peak RSS (MB) "
+        "| load (1 min) | files |",
+        "|---:|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for (seconds, link, servers, client, jobs), group in _groups(rows).items():
+        ratios, above = [], []
+        for row in group:
+            floor = _find(rows, link=link, servers=1, client="queued", jobs=jobs, like=row)
+            if floor is not None and floor is not row and servers == 1:
+                ratios.append(row.wall_s / floor.wall_s)
+                above.append(row.idle_pct - floor.idle_pct)
+        ok = all(r.files_ok and not r.errors for r in group)
+        lines.append(
+            f"| {seconds:g} | {link} | {servers} | {LABELS[client]} | {jobs} | {len(group)} "
+            f"| {_spread([r.wall_s for r in group], '.1f')} | {_spread(ratios)} "
+            f"| {_spread([r.idle_pct for r in group], '.2f')} | {_spread(above, '+.2f')} "
+            f"| {_spread([r.per_min for r in group], '.2f')} "
+            f"| {_spread([r.rss_mb for r in group], '.0f')} "
+            f"| {_spread([r.load1 for r in group], '.2f')} "
+            f"| {'all whole' if ok else '**MISSING/SHORT or errors**'} |"
+        )
+    return lines
+
+
+def peer_targets(rows: list[Row]) -> list[str]:
+    """charpack against every peer, round by round: the peer's wall ÷ charpack's wall."""
+    out = []
+    for (seconds, link, servers, client, jobs), group in _groups(rows).items():
+        if client not in PEERS or servers != 1:
+            continue
+        ratios = []
+        for row in group:
+            ours = _find(rows, link=link, servers=1, client="charpack", jobs=jobs, like=row)
+            if ours is not None:
+                ratios.append(row.wall_s / ours.wall_s)
+        if not ratios:
+            continue
+        if min(ratios) > 1:
+            verdict = "charpack **ahead** in every round"
+        elif max(ratios) >= 1 or statistics.median(ratios) >= 0.995:
+            verdict = "charpack **at** the peer (within run-to-run spread)"
+        else:
+            verdict = "charpack **BEHIND**"
+        out.append(
+            f"- {seconds:g} s jobs, {link}: {LABELS[client]} wall ÷ charpack wall, same round, "
+            f"{_spread(ratios)} over {len(ratios)} rounds: {verdict}."
+        )
+    return out
+
+
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
@@ -169,19 +259,38 @@ def machine() -> str:
 def render(
     rows: list[Row], *, args: argparse.Namespace, picture_bytes: int, command: str, minutes: float
 ) -> str:
+    plan = dict(args.plan)
+    packs = "; ".join(f"{jobs} jobs of {seconds:g} s" for seconds, jobs in args.plan)
+    links = ", ".join(sorted({r.link for r in rows}))
     lines = [
-        f"Jobs: {args.jobs} per pack, each {args.seconds:g} s of execution ({args.steps} "
-        f"progress steps) writing one 3328×4864 PNG of {picture_bytes / 1e6:.1f} MB. Shaped "
-        f"link: {args.delay * 1000:.0f} ms each way, {args.rate / 1e6:g} MB/s each way, one "
-        "relay per server. Every run used fresh inputs (no cache hits) and its own output "
-        "names; runs were one after another on the same warm servers.",
+        f"Packs: {packs} of execution each ({args.steps} progress steps), every job writing "
+        f"one 3328×4864 PNG of {picture_bytes / 1e6:.1f} MB. Links: {links} "
+        f"(shaped: {args.delay * 1000:.0f} ms each way, "
+        f"{args.rate / 1e6:g} MB/s each way, one relay per server). {args.runs} run(s) of "
+        "each, interleaved (each round starts with the next client). Every run used fresh "
+        "inputs (no cache hits) and its own output names; runs were one after another on the "
+        "same warm servers. The machine's 1-minute load average before the servers started: "
+        f"{args.load_before[0]:.2f} (5 min {args.load_before[1]:.2f}); each run's load is "
+        "read when it ends and includes the bench's own server and client.",
         "",
-        *table(rows, jobs=args.jobs),
-        "",
-        "Targets:",
-        "",
-        *targets(rows, jobs=args.jobs),
-        "",
+    ]
+    if args.runs > 1 or len(args.plan) > 1:
+        lines += [
+            "Median (min–max) over the runs:",
+            "",
+            *summary(rows),
+            "",
+            "Targets (charpack at or ahead of every peer):",
+            "",
+            *peer_targets(rows),
+            "",
+            "Every run:",
+            "",
+        ]
+    lines += [*table(rows, plan=plan), ""]
+    if args.runs == 1 and len(args.plan) == 1:
+        lines += ["Targets:", "", *targets(rows, jobs=args.plan[0][1]), ""]
+    lines += [
         f"Command: `{command}` ({minutes:.0f} min).",
         "",
         f"Machine: {machine()}.",
