@@ -159,9 +159,20 @@ def _show_time_and_cost(r: PackReport) -> None:
     console.print(f"\n[bold]time[/]: {mean:.1f} s server execution per attempt", end="")
     if r.queue_wait_s:
         console.print(f", {sum(r.queue_wait_s) / len(r.queue_wait_s):.1f} s queue wait", end="")
-    if r.gpu_seconds_per_image is not None:
-        console.print(f", {r.gpu_seconds_per_image:.1f} s per accepted image with retries", end="")
     console.print()
+    if r.gpu_seconds_per_image is not None and r.gpu_cost_per_image is not None:
+        console.print(
+            f"[bold]GPU per accepted image[/]: {r.gpu_seconds_per_image:.1f} s server execution "
+            f"(all {len(r.execution_s)} timed attempts over {r.images} accepted) × "
+            f"${r.price_per_hour:.2f}/h = ${r.gpu_cost_per_image:.5f}"
+        )
+    if r.stopped_early:
+        early = score_stats(r.early_scores)
+        scores = "" if early is None else f", early scores {early['min']:.3f}–{early['max']:.3f}"
+        console.print(
+            f"early identity gate: {r.stopped_early} of {r.attempts} attempt(s) stopped after "
+            f"the InstantID fix{scores} (no detailer, upscale or save spent on them)"
+        )
     if r.stage_means_s:
         stages = " · ".join(f"{k} {v:.1f} s" for k, v in r.stage_means_s.items())
         console.print(f"stages (mean per attempt): {escape(stages)}")

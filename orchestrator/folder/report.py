@@ -5,8 +5,10 @@ used by :mod:`charpack.folder.contact_sheet` and :mod:`charpack.folder.publish` 
 report itself: images, failures, retries, the identity score distribution (min, p10, median,
 mean, p90, max of the accepted images; attempts where no face was found are counted apart, never
 as a 0.0 score), time per image and per stage (named as in the pack file) and the estimated
-cost at a price per GPU hour. It reads only the manifest (never the images) and prints nothing;
-the CLI renders :class:`PackReport` (:mod:`charpack.cli.pack`).
+cost at a price per GPU hour, and GPU seconds and their cost per ACCEPTED image (every
+attempt's server execution time, rejected and early-stopped ones included, over the accepted
+images) with the attempts the early identity gate stopped. It reads only the manifest (never
+the images) and prints nothing; the CLI renders :class:`PackReport` (:mod:`charpack.cli.pack`).
 
 Cost model: a pod is billed while it runs, so the estimate is each server's span from its first
 submission to its last finish, summed over servers, times the hourly price. Time spent before
@@ -139,6 +141,8 @@ class PackReport:
     price_source: str
     servers: dict[str, int] = field(default_factory=dict)  # server -> attempts
     endpoint_bills: list[EndpointBill] = field(default_factory=list)  # Serverless endpoints
+    stopped_early: int = 0  # attempts the early identity gate stopped after the InstantID fix
+    early_scores: list[float] = field(default_factory=list)  # their early scores (with a face)
 
     @property
     def endpoint_cost(self) -> float:
@@ -176,6 +180,13 @@ class PackReport:
         """Server execution seconds (all attempts) per accepted image."""
         return sum(self.execution_s) / self.images if self.images and self.execution_s else None
 
+    @property
+    def gpu_cost_per_image(self) -> float | None:
+        """Dollars of server execution (all attempts, rejected and stopped ones too) per
+        accepted image at the hourly price: the GPU's share of :attr:`cost_per_image`."""
+        gpu = self.gpu_seconds_per_image
+        return None if gpu is None else gpu / 3600 * self.price_per_hour
+
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data.update(
@@ -185,6 +196,7 @@ class PackReport:
             cost_per_image=_round(self.cost_per_image, 5),
             seconds_per_image=_round(self.seconds_per_image, 3),
             gpu_seconds_per_image=_round(self.gpu_seconds_per_image, 3),
+            gpu_cost_per_image=_round(self.gpu_cost_per_image, 6),
             score_stats=score_stats(self.accepted_scores),
             endpoint_bills=[b.to_json() for b in self.endpoint_bills],
         )
@@ -208,7 +220,8 @@ def build_report(folder: Path, *, price_per_hour: float, price_source: str = "gi
     stages: dict[str, list[float]] = defaultdict(list)
     spans: dict[str, tuple[float, float]] = {}
     servers: Counter[str] = Counter()
-    attempts = retried = 0
+    attempts = retried = stopped = 0
+    early: list[float] = []
     on_endpoints: list[Any] = []
     for entry in manifest:
         job_status = str(entry.get("status", "pending"))
@@ -228,6 +241,10 @@ def build_report(folder: Path, *, price_per_hour: float, price_source: str = "gi
         for attempt in tries:
             attempt_status[str(attempt.get("status", "?"))] += 1
             no_face += attempt.get("face") is False
+            if attempt.get("stopped_at"):
+                stopped += 1
+                if (early_score := _number(attempt.get("early_score"))) is not None:
+                    early.append(early_score)
             score = attempt.get("score")
             if attempt.get("status") == "below_threshold" and isinstance(score, (int, float)):
                 rejected.append(float(score))
@@ -263,6 +280,8 @@ def build_report(folder: Path, *, price_per_hour: float, price_source: str = "gi
         price_source=price_source,
         servers=dict(servers),
         endpoint_bills=endpoint_bills(on_endpoints, manifest.header.get("servers") or {}),
+        stopped_early=stopped,
+        early_scores=early,
     )
 
 
