@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 MARKER = "<!-- results -->"
+END = "<!-- end results -->"
 LABELS = {
     "queued": "all queued up front (floor)",
     "charpack": "**charpack run**",
@@ -300,8 +301,13 @@ def render(
 
 
 def write_results(path: Path, text: str) -> None:
-    """Replace what follows the marker line of ``path``; the text above it is kept."""
-    head = f"# charpack run against the naive loop and comfy-api-simplified\n\n{MARKER}\n"
+    """Replace what lies between the marker lines of ``path`` (after :data:`MARKER`, up to
+    :data:`END` or the end); the text above and below them is kept."""
+    head = f"# charpack run against its peers\n\n{MARKER}\n"
+    tail = ""
     if path.is_file() and MARKER in path.read_text(encoding="utf-8"):
-        head = path.read_text(encoding="utf-8").split(MARKER, 1)[0] + MARKER + "\n"
-    path.write_text(head + "\n" + text, encoding="utf-8")
+        before, after = path.read_text(encoding="utf-8").split(MARKER, 1)
+        head = before + MARKER + "\n"
+        if END in after:
+            tail = "\n" + END + after.split(END, 1)[1]
+    path.write_text(head + "\n" + text + tail, encoding="utf-8")
