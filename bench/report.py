@@ -230,10 +230,12 @@ def peer_targets(rows: list[Row]) -> list[str]:
             continue
         if min(ratios) > 1:
             verdict = "charpack **ahead** in every round"
-        elif max(ratios) >= 1 or statistics.median(ratios) >= 0.995:
-            verdict = "charpack **at** the peer (within run-to-run spread)"
+        elif statistics.median(ratios) >= 1:
+            verdict = "charpack **at or ahead** (ahead in most rounds, not all)"
+        elif max(ratios) >= 1:
+            verdict = "charpack **at** the peer (behind in most rounds, within the spread)"
         else:
-            verdict = "charpack **BEHIND**"
+            verdict = "charpack **BEHIND** in every round"
         out.append(
             f"- {seconds:g} s jobs, {link}: {LABELS[client]} wall ÷ charpack wall, same round, "
             f"{_spread(ratios)} over {len(ratios)} rounds: {verdict}."
