@@ -290,7 +290,7 @@ def report(rows: list[Row], args: argparse.Namespace, command: str) -> str:
         "",
         "| rejection | no gate: GPU-s / accepted | gate: GPU-s / accepted | cut % | stopped "
         "early / attempts | expected cut % | gate catching all rejects: cut % | $ / accepted, "
-        "no gate → gate (estimate) | played / profile time |",
+        "no gate → gate | played / profile time |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     verdict = None
@@ -302,7 +302,7 @@ def report(rows: list[Row], args: argparse.Namespace, command: str) -> str:
     ]
     for r in rows:
         exp = [expected_per_accepted(rate=r.rate, catch=c, gate=g, max_attempts=args.max_attempts)
-               for c, g in ((0.0, False), (args.catch, True))]  # fmt: skip
+               for c, g in ((0.0, False), (args.catch, True), (1.0, True))]  # fmt: skip
         cut = cuts(r.off, r.on)
         usd = [statistics.fmean(t.per_accepted for t in ts) * PRICE_PER_HOUR / 3600
                for ts in (r.off, r.on)]  # fmt: skip
@@ -312,7 +312,8 @@ def report(rows: list[Row], args: argparse.Namespace, command: str) -> str:
             f"| {r.rate:.0%} | {spread([t.per_accepted for t in r.off])} | "
             f"{spread([t.per_accepted for t in r.on])} | {spread(cut, '{:.1f}')} | {stopped} | "
             f"{100 * (1 - exp[1] / exp[0]):.1f} | {spread(cuts(r.off, r.all_caught), '{:.1f}')} "
-            f"| ${usd[0]:.4f} → ${usd[1]:.4f} | {spread(played, '{:.3f}')} |"
+            f"[expected {100 * (1 - exp[2] / exp[0]):.1f}] "
+            f"| ${usd[0]:.4f} → ${usd[1]:.4f} (estimate) | {spread(played, '{:.3f}')} |"
         )
         if abs(r.rate - TARGET_RATE) < 1e-9:
             verdict = statistics.fmean(cut)

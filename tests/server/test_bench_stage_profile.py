@@ -16,6 +16,7 @@ import pytest
 
 from bench import stage_profile as sp
 from charpack_nodes.pipelines.catalog import STAGE_FACE_DETAILER, STAGE_UPSCALE
+from tests.unit.test_doc_estimates import UNMEASURED, _paragraphs
 
 FULL = sum(s.seconds for s in sp.stages(gate=False, stopped=False))
 GATE_S = sp.gate_seconds()
@@ -87,3 +88,7 @@ def test_the_bench_writes_gate_md_with_every_rate_its_sources_and_the_verdict(
     assert [row.split("|")[1].strip() for row in rows] == ["0%", "20%", "30%", "40%"]
     assert all(row.count("±") >= 4 for row in rows)  # spreads over the runs
     assert "at 30 % rejection the gate cuts GPU-s per accepted image by ≥ 25 %" in text
+    # The docs' rule (tests/unit/test_doc_estimates.py) holds for what the bench writes.
+    assert [
+        p for p in _paragraphs(text) if UNMEASURED.search(p) and "estimate" not in p.lower()
+    ] == []
