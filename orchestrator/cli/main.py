@@ -30,6 +30,7 @@ from . import endpoint as cli_endpoint
 from . import pack as cli_pack
 from . import pod as cli_pod
 from . import run as cli_run
+from . import selftest as cli_selftest
 from .output import console, err_console, print_json, reported, setup_logging, show_error
 
 app = typer.Typer(
@@ -161,6 +162,7 @@ app.command()(cli_pack.report)
 app.command()(cli_pack.publish)
 app.command("contact-sheet")(cli_pack.contact_sheet)
 app.command("export-manifest")(cli_pack.export_manifest)
+app.command()(cli_selftest.selftest)
 app.add_typer(cli_pod.app, name="pod")
 app.add_typer(cli_endpoint.app, name="endpoint")
 app.add_typer(cli_character.app, name="character")
