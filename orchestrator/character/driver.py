@@ -5,7 +5,7 @@ uploads the dataset once, posts each chunk under the prompt id its state records
 follows it with the websocket (a hint) and ``/history`` (the truth), reattaches to a prompt an
 earlier process posted, rebases the plan on the chunk files a restarted server still lists, and
 waits out an unreachable server for ``give_up_s``. The end of a training (download, loss files)
-is :class:`charpack.character.ending.Ending`.
+is :class:`charpack.character.ending.TrainingEnd`.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from ..errors import (
     TrainingError,
 )
 from .chunks import NO_LORA, SAVE, SAVE_KEY, TRAIN, TrainingEvent, TrainingResult, chunk_graph
-from .ending import Ending
+from .ending import TrainingEnd
 from .layout import CharacterFolder
 from .presets import TrainingSpec
 from .state import (
@@ -49,7 +49,7 @@ class _Lost(Exception):
     """The server no longer knows a chunk's prompt, or a file a chunk needs is gone."""
 
 
-class Driver(Ending):
+class Driver(TrainingEnd):
     """One process's run of a training: a client, a websocket, the state, the events."""
 
     def __init__(

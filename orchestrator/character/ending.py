@@ -1,6 +1,6 @@
 """The end of a training: the last chunk's LoRA downloaded and proven, the loss files written.
 
-Owns :class:`Ending`, the part of :class:`charpack.character.driver.Driver` that finishes a
+Owns :class:`TrainingEnd`, the part of :class:`charpack.character.driver.Driver` that finishes a
 training: the download from ``/view`` checked against the sha256 and size the save node
 reported and by the file's own header (this run, this chunk), the ``.sha256`` file,
 ``loss.json`` and the loss plots (``training/v<N>/loss.png`` and one beside the LoRA).
@@ -38,7 +38,7 @@ from .state import (
 log = logging.getLogger(__name__)
 
 
-class Ending:
+class TrainingEnd:
     """Finishing a training; mixed into the driver, which provides these."""
 
     state: TrainingState

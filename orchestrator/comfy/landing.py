@@ -106,6 +106,12 @@ def create(folder: int, tmp: str, dest: Path) -> int:
         raise
 
 
+def land(folder: int, tmp: str, dest: Path) -> None:
+    """The complete, fsynced ``tmp`` (in the folder descriptor ``folder``) takes ``dest``'s
+    name: one atomic rename, so ``dest`` is the whole file or the one before."""
+    os.replace(tmp, dest.name, src_dir_fd=folder, dst_dir_fd=folder)
+
+
 def unlink(folder: int, name: str) -> None:
     try:
         os.unlink(name, dir_fd=folder)

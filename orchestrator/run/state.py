@@ -2,13 +2,14 @@
 
 Owns :class:`PackState`: opening a pack folder (a new one, or resuming one only when it was made
 from the same pack: same name, same parsed content and the same content in every reference file
-it names — :func:`pack_digest`), recording each attempt and saving the manifest
-**before** its prompt is posted, and storing how attempts end, with the job's next step decided
-by :mod:`charpack.run.retry_rules`. A resumed folder keeps finished jobs, returns the prompts
-still in flight for the runner to look up on their servers, and gives failed jobs a fresh budget
-(their attempts stay on record). Attempt status ``interrupted`` means cancelled by the user; an
-interrupt nobody asked for is an ``error``. Seeds follow :func:`charpack.pack.jobs.retry_seed`
-and never repeat within a job. Nothing is written until :meth:`PackState.save`.
+it names — :func:`charpack.run.pack_identity.pack_digest`), recording each attempt and saving
+the manifest **before** its prompt is posted, and storing how attempts end, with the job's next
+step decided by :mod:`charpack.run.retry_rules`. A resumed folder keeps finished jobs, returns
+the prompts still in flight for the runner to look up on their servers, and gives failed jobs a
+fresh budget (their attempts stay on record). Attempt status ``interrupted`` means cancelled by
+the user; an interrupt nobody asked for is an ``error``. Seeds follow
+:func:`charpack.pack.jobs.retry_seed` and never repeat within a job. Nothing is written until
+:meth:`PackState.save`.
 
 The manifest is saved once per change, not once per job it touches:
 :meth:`PackState.begin_all` saves at once (the attempts of one dispatch are on disk before any
@@ -23,8 +24,6 @@ whole at the end of the run.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import time
 from collections.abc import Hashable, Iterator, Sequence
@@ -36,52 +35,19 @@ from ..errors import CharpackError
 from ..folder.manifest import Attempt, JobEntry, Manifest, ManifestError
 from ..pack.jobs import Job, expand, prompt_id_for, retry_seed
 from ..pack.packfile import Pack
+from .pack_identity import (
+    made_before_references,
+    not_this_pack,
+    pack_digest,
+    references,
+    settings_digest,
+)
 from .retry_rules import Decision, Ending, active, judge, settle
 
 log = logging.getLogger(__name__)
 
-CANCELLED = "cancelled by the user (Ctrl-C twice); the next run submits it again"
-
-
-def settings_digest(pack: Pack) -> str:
-    """sha256 of the pack file's parsed content (comments do not count): the pack's identity
-    before reference files counted (manifests made before then hold this as ``sha256``)."""
-    text = json.dumps(pack.raw, sort_keys=True, default=str, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def references(pack: Pack) -> dict[str, str]:
-    """Every file the pack refers to (face references, init and pose images) -> its content's
-    sha256; named relative to the pack file's folder when inside it."""
-    base = pack.path.parent.resolve()
-    paths = list(pack.face_references)
-    for scene in pack.scenes:
-        paths.extend(p for p in (scene.init_image, scene.pose_image) if p is not None)
-    out: dict[str, str] = {}
-    for path in dict.fromkeys(paths):
-        resolved = Path(path).resolve()
-        name = (
-            resolved.relative_to(base).as_posix()
-            if resolved.is_relative_to(base)
-            else str(resolved)
-        )
-        out[name] = pack.upload(path).sha256  # hashed once, when the pack was loaded
-    return out
-
-
-def pack_digest(pack: Pack, refs: dict[str, str] | None = None) -> str:
-    """The pack's identity for resuming: its parsed content and the content of every file it
-    refers to, so a face reference replaced under the same name is a different pack."""
-    refs = references(pack) if refs is None else refs
-    text = json.dumps(
-        {"settings": settings_digest(pack), "references": refs},
-        sort_keys=True,
-        separators=(",", ":"),
-    )
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
 _SUMMARY = ("status", "seed", "prompt_id", "server")  # what begin changes on the job entry
+CANCELLED = "cancelled by the user (Ctrl-C twice); the next run submits it again"
 
 
 @dataclass(frozen=True)
@@ -128,8 +94,8 @@ class PackState:
             manifest = Manifest.load(folder)
             made = manifest.header.get("pack") or {}
             if made.get("name") != pack.name or made.get("sha256") != digest:
-                if not _made_before_references(made, pack):
-                    raise ManifestError(_not_this_pack(folder, made, pack, digest, refs))
+                if not made_before_references(made, pack):
+                    raise ManifestError(not_this_pack(folder, made, pack, digest, refs))
                 # Made before reference files counted, from these settings: pin the files now.
                 made.update(
                     {"sha256": digest, "settings_sha256": settings_digest(pack), "references": refs}
@@ -356,50 +322,6 @@ class PackState:
             status = str(self.entry(key).get("status", "pending"))
             out[status] = out.get(status, 0) + 1
         return out
-
-
-def _made_before_references(made: dict[str, Any], pack: Pack) -> bool:
-    """A manifest from before reference files were part of the identity, of this pack."""
-    return (
-        "references" not in made
-        and made.get("name") == pack.name
-        and made.get("sha256") == settings_digest(pack)
-    )
-
-
-def _not_this_pack(
-    folder: Path, made: dict[str, Any], pack: Pack, digest: str, refs: dict[str, str]
-) -> str:
-    fix = "or pass --out with a new folder for this pack."
-    then = made.get("references")
-    if made.get("name") == pack.name and isinstance(then, dict):
-        changed = [
-            f"{name} (sha256 {str(then.get(name))[:12]}… then, {sha[:12]}… now)"
-            for name, sha in refs.items()
-            if name in then and then[name] != sha
-        ]
-        if changed:
-            also = (
-                " The pack file changed too."
-                if made.get("settings_sha256") not in (None, settings_digest(pack))
-                else ""
-            )
-            return (
-                f"{folder} was made with other content in reference file(s) of pack "
-                f"{pack.name!r}: {'; '.join(changed)} — the file was replaced under the same "
-                f"name, and one pack must not mix two faces.{also} Put the old file back to "
-                f"resume, {fix}"
-            )
-    if made.get("name") == pack.name:
-        return (
-            f"{folder} was made from an earlier version of pack {pack.name!r} (its content "
-            f"sha256 {str(made.get('sha256'))[:12]}…, now {digest[:12]}…): the pack file changed "
-            f"since. Restore the version it was made from to resume, {fix}"
-        )
-    return (
-        f"{folder} holds pack {made.get('name')!r} (made from {made.get('file', '?')}), not "
-        f"{pack.name!r} from {pack.path}. Resume it with the pack file it was made from, {fix}"
-    )
 
 
 def _new_entry(job: Job) -> JobEntry:

@@ -25,7 +25,15 @@ from pathlib import Path
 from typing import Any
 
 from ..comfy.downloads import SIDECAR_MAX_BYTES
-from ..comfy.landing import create, guard_write, open_folder, part_name, unlink, write_file
+from ..comfy.landing import (
+    create,
+    guard_write,
+    land,
+    open_folder,
+    part_name,
+    unlink,
+    write_file,
+)
 from ..comfy.limits import DownloadCancelled
 from ..comfy.results import JobResult, JobStatus, NodeFailure, OutputRef, parse_outputs
 from ..errors import OutputRefused
@@ -261,7 +269,7 @@ def _stream(
                     f"{label}: s3 object {key} is not the file its sidecar describes ({size} "
                     f"bytes, sha256 {sha[:12]}…); refused."
                 )
-            os.replace(tmp, dest.name, src_dir_fd=folder, dst_dir_fd=folder)
+            land(folder, tmp, dest)
         except BaseException:
             unlink(folder, tmp)
             raise
