@@ -25,13 +25,15 @@ Each attempt's RunPod job id is appended to ``serverless-jobs.jsonl`` in the pac
 as ``/run`` answers, so a resumed run polls the jobs a killed one queued; an attempt with no job
 id recorded (killed between ``/run`` and the record) is settled by its ``done.json``. It decides
 nothing about jobs (the loop does) and spells no S3 key (:mod:`charpack.serverless.objects`).
+
+This module holds the configuration, the runner's side and the control thread (probing,
+commands, draining); posting, polling and cancelling the jobs are :mod:`.polling`'s, taking and
+fetching their results :mod:`.fetching`'s, the job records and the journal :mod:`.records`'.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import queue
 import threading
 import time
@@ -42,53 +44,31 @@ from pathlib import Path
 from typing import Any
 
 from ..comfy.auth import redact
-from ..comfy.events import Executing, ExecutionStart, Progress
-from ..comfy.limits import STOP_GRACE_S, DownloadCancelled
-from ..comfy.results import JobResult
-from ..errors import AuthError, CharpackError, DiskFull, OutputRefused, PackFolderError
+from ..comfy.limits import STOP_GRACE_S
+from ..errors import AuthError, CharpackError
 from ..pack.packfile import IdentityGate
 from ..pack.uploads import Upload
-from ..run.fetcher import DownloadRules, score_of
+from ..run.fetcher import DownloadRules
 from ..run.messages import (
     Adopt,
     Cancel,
-    Cancelled,
     Close,
-    DownloadStarted,
     Drain,
     Drained,
-    Finished,
     Forget,
-    Posted,
-    Refused,
     ServerDown,
     ServerUp,
     Submit,
     Unusable,
 )
-from ..run.retry_rules import below
-from ..run.state import image_dir
 from . import objects
-from .jobs_api import (
-    CANCELLED,
-    COMPLETED,
-    FAILED,
-    IN_PROGRESS,
-    RUNNING,
-    TIMED_OUT,
-    EndpointNotFound,
-    JobsApi,
-    JobStatus,
-    Policy,
-    Throttled,
-)
-from .results import FetchLimits, fetch_result, result_of
+from .jobs_api import EndpointNotFound, JobsApi, Policy
+from .polling import JobPolling
+from .records import JOURNAL, EndpointJob, Journal
+
+__all__ = ["JOURNAL", "EndpointConfig", "EndpointWorker", "Journal"]
 
 log = logging.getLogger(__name__)
-
-JOURNAL = "serverless-jobs.jsonl"
-REFUSED = frozenset({"prompt_rejected", "invalid_input"})  # the worker's error types: no retry
-BACKOFF_MAX_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -123,76 +103,7 @@ class EndpointConfig:
         return f"endpoint {self.endpoint_id}"
 
 
-@dataclass
-class _Job:
-    key: str
-    scene: str
-    stem: str
-    prompt_id: str
-    payload: dict[str, Any] | None = None  # None: adopted (already queued by an earlier run)
-    job_id: str | None = None
-    started: bool = False
-    fetching: bool = False
-    posts: int = 0  # POST /run tries; after an ambiguous one, S3 is asked first
-    worker_s: float | None = None  # what RunPod bills: the handler's time, else executionTime
-    progress: dict[str, Any] | None = None  # the last progress update seen
-
-
-def _failure(error: str | None) -> tuple[str | None, str]:
-    """A FAILED job's error as the worker writes it (a JSON string ``{"type", "message",
-    "retry"}``), or the platform's own text."""
-    if not error:
-        return None, ""
-    try:
-        data = json.loads(error)
-    except ValueError:
-        return None, error[:500]
-    if not isinstance(data, dict):
-        return None, error[:500]
-    return str(data.get("type") or "") or None, str(data.get("message") or error)[:2000]
-
-
-class Journal:
-    """``serverless-jobs.jsonl``: prompt id → RunPod job id, one line per ``/run`` answered."""
-
-    def __init__(self, folder: Path) -> None:
-        self.path = folder / JOURNAL
-        self._lock = threading.Lock()
-
-    def load(self) -> dict[str, str]:
-        out: dict[str, str] = {}
-        try:
-            lines = self.path.read_text(encoding="utf-8").splitlines()
-        except FileNotFoundError:
-            return out
-        for line in lines:
-            try:
-                item = json.loads(line)
-            except ValueError:
-                continue  # a line cut short by a crash
-            if isinstance(item, dict) and isinstance(item.get("job_id"), str):
-                out[str(item.get("prompt_id"))] = item["job_id"]
-        return out
-
-    def add(self, prompt_id: str, job_id: str) -> None:
-        """Append one record (never through a symbolic link). A failed write is logged, not
-        raised: without the id a resumed run settles the attempt by its done.json instead."""
-        line = (json.dumps({"prompt_id": prompt_id, "job_id": job_id}) + "\n").encode()
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
-        with self._lock:
-            try:
-                fd = os.open(self.path, flags, 0o644)
-                try:
-                    os.write(fd, line)
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-            except OSError as exc:
-                log.warning("%s: job %s of prompt %s not recorded: %s", self.path, job_id,
-                            prompt_id, exc)  # fmt: skip
-
-
-class EndpointWorker:
+class EndpointWorker(JobPolling):
     """Every call to one endpoint and its bucket, on its own threads; see the module docstring."""
 
     def __init__(
@@ -228,7 +139,7 @@ class EndpointWorker:
         self._store = store
         self.journal = Journal(folder)
         self.commands: queue.Queue[Any] = queue.Queue()
-        self._jobs: dict[str, _Job] = {}
+        self._jobs: dict[str, EndpointJob] = {}
         self._unposted: deque[str] = deque()  # prompt ids waiting for POST /run
         self._known: dict[str, str] | None = None  # the journal's job ids, read once
         self._unsettled: deque[str] = deque()  # adopted with no job id: done.json decides
@@ -247,12 +158,6 @@ class EndpointWorker:
         self._poll_pool = ThreadPoolExecutor(config.poll_parallel, f"charpack-poll-{self.name}")
         self._thread = threading.Thread(target=self._run, name=f"charpack-run-{self.name}")
         self._thread.daemon = True
-
-    @property
-    def store(self) -> objects.ObjectStore:
-        if self._store is None:
-            self._store = objects.ObjectStore.from_env()
-        return self._store
 
     # -- the runner's side -----------------------------------------------------------------
 
@@ -334,14 +239,14 @@ class EndpointWorker:
 
     def _command(self, item: Any) -> None:
         if isinstance(item, Submit):
-            self._jobs[item.prompt_id] = _Job(
+            self._jobs[item.prompt_id] = EndpointJob(
                 item.key, item.scene, item.stem, item.prompt_id, payload=self._payload(item)
             )
             self._unposted.append(item.prompt_id)
         elif isinstance(item, Adopt):
             if self._known is None:
                 self._known = self.journal.load()
-            job = _Job(item.key, item.scene, item.stem, item.prompt_id)
+            job = EndpointJob(item.key, item.scene, item.stem, item.prompt_id)
             job.job_id = self._known.get(item.prompt_id)
             self._jobs[item.prompt_id] = job
             if job.job_id is None:
@@ -397,239 +302,6 @@ class EndpointWorker:
             self._next_probe = time.monotonic() + self.probe_interval
             self.inbox.put(ServerDown(self.name, reason or f"{self.config.label}: not answering"))
 
-    def _payload(self, item: Submit) -> dict[str, Any]:
-        used = {
-            v
-            for node in item.graph.values()
-            for v in node.get("inputs", {}).values()
-            if isinstance(v, str)
-        }
-        expected = self.rules.of(item.key)
-        return {
-            "workflow": item.graph,
-            "prompt_id": item.prompt_id,
-            "job_key": item.key,
-            "run_id": self.run_id,
-            "inputs": [
-                {
-                    "name": u.image_value,
-                    "s3_key": objects.input_key(self.store.prefix, u.image_value),
-                }
-                for u in self.uploads
-                if u.image_value in used
-            ],
-            "expect": {"max_files": 2 * expected.images, "max_bytes": expected.max_image_bytes},
-        }
-
-    # -- posting ---------------------------------------------------------------------------
-
-    def _post_due(self) -> None:
-        """POST /run the waiting attempts, ``poll_parallel`` at a time (a 50-GPU endpoint fills
-        in a few round trips, not 150), in order; a 429 puts the rest back and backs off."""
-        while self._unposted and time.monotonic() >= self._throttled_until:
-            batch: list[_Job] = []
-            while self._unposted and len(batch) < self.config.poll_parallel:
-                job = self._jobs.get(self._unposted.popleft())
-                if job is None or job.payload is None:
-                    continue
-                if job.posts and self._done(job) is not None:
-                    # An earlier POST got no answer but was queued and ran: take its result.
-                    self._settle(job, "")
-                    continue
-                batch.append(job)
-            answers = list(self._poll_pool.map(self._post_one, batch))
-            failed: Exception | None = None
-            for job, answer in zip(batch, answers, strict=True):
-                if isinstance(answer, Exception):
-                    failed = failed or answer
-                    continue
-                at, job.job_id = answer
-                self.journal.add(job.prompt_id, job.job_id)
-                self.inbox.put(Posted(self.name, job.key, job.prompt_id, at))
-            again = [
-                j.prompt_id for j, a in zip(batch, answers, strict=True) if isinstance(a, Exception)
-            ]
-            self._unposted.extendleft(reversed(again))  # first in line again, in order
-            if isinstance(failed, Throttled):
-                self._backoff = min(BACKOFF_MAX_S, max(1.0, self._backoff * 2))
-                self._throttled_until = time.monotonic() + self._backoff
-                log.info("%s; backing off %.0f s", failed, self._backoff)
-                return
-            if failed is not None:
-                raise failed
-            self._backoff = 0.0
-
-    def _post_one(self, job: _Job) -> tuple[float, str] | Exception:
-        assert job.payload is not None
-        at = time.monotonic()
-        job.posts += 1
-        try:
-            return at, self.api.run(job.payload, policy=self.config.policy)
-        except CharpackError as exc:
-            return exc
-
-    # -- polling ---------------------------------------------------------------------------
-
-    def _poll(self) -> None:
-        watched = [j for j in self._jobs.values() if j.job_id is not None and not j.fetching]
-        if not watched:
-            return
-        answers = list(self._poll_pool.map(self._status, watched))
-        for job, answer in zip(watched, answers, strict=True):
-            if isinstance(answer, Throttled):
-                self._next_poll = time.monotonic() + max(1.0, self._backoff * 2)
-                continue
-            if isinstance(answer, Exception):
-                raise answer
-            if self._jobs.get(job.prompt_id) is not job:
-                continue
-            self._polled(job, answer)
-
-    def _status(self, job: _Job) -> JobStatus | None | Exception:
-        assert job.job_id is not None
-        try:
-            return self.api.status(job.job_id)
-        except CharpackError as exc:
-            return exc
-
-    def _polled(self, job: _Job, status: JobStatus | None) -> None:
-        if status is not None and status.execution_ms is not None:
-            job.worker_s = status.execution_ms / 1000
-        if status is None:
-            self._settle(job, f"the endpoint no longer knows job {job.job_id}")
-        elif status.status in (IN_PROGRESS, RUNNING):
-            if not job.started:
-                job.started = True
-                self.inbox.put(ExecutionStart(self.name, time.monotonic(), job.prompt_id))
-            if isinstance(status.output, dict):
-                self._progress(job, status.output)
-        elif status.status == COMPLETED:
-            if isinstance(status.output, dict):
-                self._take(job, status.output)
-            else:
-                self._settle(job, f"job {job.job_id} completed without the handler's output")
-        elif status.final:
-            kind, message = _failure(status.error)
-            if status.status == FAILED and kind in REFUSED:
-                # The worker's ComfyUI refused the graph (or the input): running it again
-                # cannot help; the loop fails the job (and its scene, for a refused graph).
-                self._jobs.pop(job.prompt_id, None)
-                said = redact(f"{self.config.label}: {message}")
-                self.inbox.put(Refused(self.name, job.key, job.prompt_id, said))
-                return
-            why = {TIMED_OUT: "timed out", CANCELLED: "was cancelled"}.get(status.status, "failed")
-            detail = f": {message}" if message else ""
-            self._settle(job, f"{self.config.label}: job {job.job_id} {why}{detail}")
-
-    def _progress(self, job: _Job, update: dict[str, Any]) -> None:
-        """The worker's last progress update (its ``progress_update``, shown by ``/status``
-        while the job runs) as the events a pod's websocket gives: node started, sampler step."""
-        if update.get("prompt_id") != job.prompt_id or update == job.progress:
-            return
-        job.progress = update
-        node, now = update.get("node"), time.monotonic()
-        if update.get("stage") == "node" and isinstance(node, str):
-            self.inbox.put(Executing(self.name, now, job.prompt_id, node))
-        elif update.get("stage") == "sampling":
-            value, most = update.get("value"), update.get("max")
-            if isinstance(value, int | float) and isinstance(most, int | float):
-                where = node if isinstance(node, str) else None
-                self.inbox.put(Progress(self.name, now, job.prompt_id, where, value, most))
-
-    def _done(self, job: _Job) -> dict[str, Any] | None:
-        found = self.store.get_json(
-            objects.done_key(self.store.prefix, self.run_id, job.key, job.prompt_id)
-        )
-        return found if isinstance(found, dict) else None
-
-    def _settle(self, job: _Job, why: str) -> None:
-        """The job ended without an output from the API: S3's ``done.json`` decides."""
-        done = self._done(job)
-        if done is not None:
-            self._take(job, done)
-            return
-        self._jobs.pop(job.prompt_id, None)
-        self.inbox.put(
-            Finished(self.name, job.key, job.prompt_id, lost=redact(why), worker_s=job.worker_s)
-        )
-
-    # -- results ---------------------------------------------------------------------------
-
-    def _take(self, job: _Job, output: dict[str, Any]) -> None:
-        try:
-            result, files = result_of(job.prompt_id, output)
-        except OutputRefused as exc:
-            self._jobs.pop(job.prompt_id, None)
-            self.inbox.put(Finished(*self._where(job), refused=str(exc), worker_s=job.worker_s))
-            return
-        worker_s = output.get("worker_s")
-        if isinstance(worker_s, int | float) and not isinstance(worker_s, bool):
-            job.worker_s = float(worker_s)
-        version = output.get("comfyui_version")
-        if isinstance(version, str):
-            self.version = redact(version)[:64]
-        if not result.ok:
-            self._jobs.pop(job.prompt_id, None)
-            self.inbox.put(Finished(*self._where(job), result=result, worker_s=job.worker_s))
-            return
-        job.fetching = True
-        self._fetches += 1
-        self._fetch_pool.submit(self._fetch, job, result, files)
-
-    def _where(self, job: _Job) -> tuple[str, str, str]:
-        return self.name, job.key, job.prompt_id
-
-    def _fetch(self, job: _Job, result: JobResult, files: Any) -> None:
-        where = self._where(job)
-        try:
-            if self._cancel.is_set():
-                return
-            self.inbox.put(DownloadStarted(*where))
-            score = score_of(result)
-            rejected = below(self.gate, score)
-            records = fetch_result(
-                self.store,
-                result,
-                files,
-                folder=self.folder,
-                rel_dir=image_dir(job.scene, rejected=rejected),
-                stem=job.stem,
-                expected=self.rules.of(job.key),
-                label=self.config.label,
-                limits=FetchLimits(deadline_s=self.rules.deadline_s),
-                cancel=self._cancel,
-            )
-            message = Finished(
-                *where,
-                result=result,
-                score=score,
-                rejected=rejected,
-                files=records,
-                worker_s=job.worker_s,
-            )
-        except DownloadCancelled:
-            log.info("%s: %s: download left to the next run", self.name, job.key)
-            return
-        except DiskFull as exc:
-            message = Finished(*where, disk_full=str(exc))
-        except (OutputRefused, PackFolderError) as exc:
-            log.warning("%s: %s: output refused: %s", self.name, job.key, exc)
-            message = Finished(*where, refused=str(exc), worker_s=job.worker_s)
-        except Exception as exc:  # reported, never the end of the pool
-            log.warning("%s: %s: download failed: %s", self.name, job.key, exc)
-            message = Finished(
-                *where, lost=redact(f"download from S3 failed: {exc}"), worker_s=job.worker_s
-            )
-        finally:
-            self._outcomes.put(("fetched", job))
-            self.commands.put(None)  # wake the control thread
-        self.inbox.put(message)
-
-    def _outcome(self, kind: str, job: _Job) -> None:
-        if kind == "fetched":
-            self._fetches -= 1
-            self._jobs.pop(job.prompt_id, None)
-
     # -- stopping --------------------------------------------------------------------------
 
     def _drain_step(self) -> None:
@@ -641,28 +313,3 @@ class EndpointWorker:
         self._cancel.set()  # what has not arrived is left to the next run
         self.inbox.put(Drained(self.name))
         self._drained = True
-
-    def _quiet_cancel(self, job_id: str) -> None:
-        try:
-            self.api.cancel(job_id)
-        except CharpackError as exc:
-            log.info("%s: could not cancel job %s: %s", self.config.label, job_id, exc)
-
-    def _cancel_all(self) -> None:
-        gone = []
-        try:
-            for job in list(self._jobs.values()):
-                if job.fetching:
-                    continue
-                if job.job_id is not None:
-                    self.api.cancel(job.job_id)
-                    after = self.api.status(job.job_id)
-                    if after is not None and after.status == COMPLETED:
-                        continue  # finished first: the next run downloads it
-                gone.append(job.prompt_id)
-        except CharpackError as exc:
-            self.inbox.put(Cancelled(self.name, (), error=str(exc)))
-            return
-        for prompt_id in gone:
-            self._jobs.pop(prompt_id, None)
-        self.inbox.put(Cancelled(self.name, tuple(gone)))

@@ -9,37 +9,35 @@ Public API (used by ``charpack endpoint`` and by the run's bill):
   RunPod billed for it; `endpoint_down` — delete it (refused while jobs are queued or running);
 - `endpoint_price` — the endpoint's GPU type and its price per worker second, for the report.
 
-Through RunPod's REST API v2 (``$RUNPOD_API_BASE_URL/v2/serverless``, default
-``https://api.runpod.io``: the host the SDK's GraphQL uses too, so tests point both at stand-ins
-with one variable). The endpoint is created from the container settings directly (v2 needs no
-template). Its GPU is one type: its serverless pool from ``GET /v2/catalog/gpus`` with the
-pool's other cards excluded, so a worker second has one price, the catalog's. The worker's S3
-settings travel as the endpoint's environment (RunPod stores them with it) and are never shown.
-It does not submit jobs (:mod:`charpack.serverless.backend` does).
+Through RunPod's REST API v2 (:mod:`.rest_api`). This module owns the endpoint's lifecycle
+(finding it by name, its network volume, create or PATCH, status, delete) and
+:class:`EndpointInfo`; the spec, the workers' environment and the body to create are
+:mod:`.endpoint_spec`'s, the GPU block and its price :mod:`.pricing`'s. It does not submit jobs
+(:mod:`charpack.serverless.backend` does).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import re
-import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import requests
 
-from ..comfy.auth import redact, register_secret
 from ..errors import PodError
-from ..pod.api import API_KEY_ENV, api_key_from_env
-from ..pod.spec import MANIFEST_ENV, VOLUME_ENV, default_manifest_path
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+from ..pod.api import api_key_from_env
+from ..pod.spec import VOLUME_ENV
+from .endpoint_spec import (
+    EndpointSpec,
+    desired_body,
+    differences,
+    load_endpoint_spec,
+    worker_environment,
+)
+from .pricing import EndpointPrice, gpu_block, price_of
+from .rest_api import RestApi
 
 __all__ = [
     "EndpointInfo",
@@ -55,51 +53,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-API_BASE_ENV = "RUNPOD_API_BASE_URL"
-DEFAULT_API_BASE = "https://api.runpod.io"
 JOBS_BASE_ENV = "RUNPOD_ENDPOINT_BASE_URL"  # the job API (/run, /health): another host
 DEFAULT_JOBS_BASE = "https://api.runpod.ai/v2"
-IMAGE_ENV = "CHARPACK_ENDPOINT_IMAGE"
-# What the worker needs from the environment (charpack.serverless.objects reads the same names).
-WORKER_ENV_REQUIRED = ("CHARPACK_S3_BUCKET", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
-WORKER_ENV_OPTIONAL = ("CHARPACK_S3_ENDPOINT_URL", "CHARPACK_S3_PREFIX", "AWS_DEFAULT_REGION")
-WORKER_SECRETS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 SPEND_LIMIT_PER_HOUR = 80.0  # RunPod's default account spend limit (serverless/pricing docs)
-
-
-@dataclass(frozen=True)
-class EndpointSpec:
-    name: str
-    image: str
-    gpu_type: str
-    price_per_s: float  # the manifest's list price, when the catalog cannot be read
-    max_workers: int
-    min_workers: int
-    idle_timeout_s: int
-    execution_timeout_s: int
-    queue_delay_s: float
-    flashboot: bool
-    container_disk_gb: int
-    allowed_cuda_versions: tuple[str, ...]
-    network_volume_id: str = ""
-
-
-@dataclass(frozen=True)
-class EndpointPrice:
-    """What one worker second of an endpoint costs, and where that number comes from."""
-
-    gpu_type: str
-    gpu_count: int
-    usd_per_s: float
-    source: str
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "gpu_type": self.gpu_type,
-            "gpu_count": self.gpu_count,
-            "usd_per_s": self.usd_per_s,
-            "source": self.source,
-        }
 
 
 @dataclass(frozen=True)
@@ -146,164 +102,6 @@ class EndpointInfo:
         }
 
 
-def load_endpoint_spec(
-    *,
-    manifest_path: Path | None = None,
-    name: str | None = None,
-    image: str | None = None,
-    gpu_type: str | None = None,
-    max_workers: int | None = None,
-    network_volume_id: str | None = None,
-) -> EndpointSpec:
-    """The endpoint to create: the manifest's ``[serverless]`` table, options winning."""
-    path = manifest_path or default_manifest_path()
-    try:
-        t = tomllib.loads(path.read_text(encoding="utf-8"))["serverless"]
-        spec = EndpointSpec(
-            name=str(t["name"]),
-            image=str(t["image"]),
-            gpu_type=str(t["gpu_type"]),
-            price_per_s=float(t["price_per_s"]),
-            max_workers=int(t["max_workers"]),
-            min_workers=int(t["min_workers"]),
-            idle_timeout_s=int(t["idle_timeout_s"]),
-            execution_timeout_s=int(t["execution_timeout_s"]),
-            queue_delay_s=float(t["queue_delay_s"]),
-            flashboot=bool(t["flashboot"]),
-            container_disk_gb=int(t["container_disk_gb"]),
-            allowed_cuda_versions=tuple(str(v) for v in t["allowed_cuda_versions"]),
-        )
-    except FileNotFoundError:
-        raise PodError(
-            f"{path} not found: reinstall charpack with its recipe or set {MANIFEST_ENV}"
-        ) from None
-    except (KeyError, ValueError, TypeError, tomllib.TOMLDecodeError) as exc:
-        raise PodError(f"{path}: the [serverless] table is unusable ({exc})") from None
-    chosen_image = (image or os.environ.get(IMAGE_ENV, "")).strip() or spec.image
-    if max_workers is not None and max_workers < max(1, spec.min_workers):
-        raise PodError(f"--max-workers {max_workers}: at least 1 (and the manifest's min_workers)")
-    return replace(
-        spec,
-        name=name or spec.name,
-        image=chosen_image,
-        gpu_type=gpu_type or spec.gpu_type,
-        price_per_s=spec.price_per_s if not gpu_type or gpu_type == spec.gpu_type else 0.0,
-        max_workers=spec.max_workers if max_workers is None else max_workers,
-        network_volume_id=(network_volume_id or os.environ.get(VOLUME_ENV, "")).strip(),
-    )
-
-
-class RestApi:
-    """RunPod's REST API v2 with the key set; every failure becomes a `PodError` that says what
-    to do. Request bodies (which carry the worker's secrets) are never logged."""
-
-    def __init__(self, *, api_key: str, base_url: str | None = None) -> None:
-        base = base_url or os.environ.get(API_BASE_ENV, "").strip() or DEFAULT_API_BASE
-        self.base = base.rstrip("/")
-        self._session = requests.Session()
-        self._session.headers["Authorization"] = f"Bearer {api_key}"
-
-    def call(self, method: str, path: str, what: str, **kwargs: Any) -> Any:
-        try:
-            r = self._session.request(method, f"{self.base}{path}", timeout=30, **kwargs)
-        except requests.RequestException as exc:
-            raise PodError(
-                f"cannot reach the RunPod API to {what} ({type(exc).__name__}); check the "
-                "network and retry"
-            ) from None
-        if r.status_code in (401, 403):
-            raise PodError(
-                f"RunPod refused {API_KEY_ENV} while trying to {what}; check the key and its "
-                "permissions (https://www.runpod.io/console/user/settings)"
-            )
-        if r.status_code == 404:
-            return None
-        if r.status_code >= 400:
-            raise PodError(f"RunPod could not {what}: {_problem(r)}")
-        return r.json() if r.content else {}
-
-
-def _problem(r: requests.Response) -> str:
-    """An RFC 9457 problem (title, status, detail, errors) as one line."""
-    try:
-        body = r.json()
-    except ValueError:
-        return f"HTTP {r.status_code}"
-    if not isinstance(body, dict):
-        return f"HTTP {r.status_code}"
-    parts = [str(body.get("detail") or body.get("title") or f"HTTP {r.status_code}")]
-    parts += [str(e) for e in body.get("errors") or []]
-    return redact("; ".join(parts))[:500]
-
-
-def _worker_env(env: Mapping[str, str], secret_refs: Mapping[str, str]) -> dict[str, str]:
-    """The workers' environment; a variable in ``secret_refs`` (variable -> RunPod secret name)
-    is passed as a reference to that RunPod secret (``{{ RUNPOD_SECRET_<name> }}``), so the
-    endpoint stores no credential of its own."""
-    for var, secret in secret_refs.items():
-        if var not in (*WORKER_ENV_REQUIRED, *WORKER_ENV_OPTIONAL):
-            known = ", ".join((*WORKER_ENV_REQUIRED, *WORKER_ENV_OPTIONAL))
-            raise PodError(f"--runpod-secret {var}=...: {var} is not a worker setting ({known})")
-        if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", secret):
-            raise PodError(
-                f"--runpod-secret {var}={secret!r}: a RunPod secret name is letters, digits, "
-                "'_' and '-' (create it at https://www.runpod.io/console/user/secrets)"
-            )
-    missing = [k for k in WORKER_ENV_REQUIRED if not env.get(k, "").strip()]
-    if missing:
-        raise PodError(
-            f"{', '.join(missing)} not set: the endpoint's workers upload each image to your "
-            "S3-compatible bucket. Export CHARPACK_S3_BUCKET, AWS_ACCESS_KEY_ID and "
-            "AWS_SECRET_ACCESS_KEY (and CHARPACK_S3_ENDPOINT_URL for storage other than AWS); "
-            "see docs/serverless.md"
-        )
-    out = {k: env[k].strip() for k in (*WORKER_ENV_REQUIRED, *WORKER_ENV_OPTIONAL) if env.get(k)}
-    register_secret(*(out[k] for k in WORKER_SECRETS))
-    for var, secret in secret_refs.items():
-        out[var] = "{{ RUNPOD_SECRET_" + secret + " }}"
-    return out
-
-
-def _gpu(api: RestApi, spec: EndpointSpec) -> tuple[dict[str, Any], EndpointPrice]:
-    """The ``gpu`` block pinning ``spec.gpu_type`` (its pool minus the pool's other cards)."""
-    gpus = (api.call("GET", "/v2/catalog/gpus", "list GPU types") or {}).get("gpus") or []
-    found = next((g for g in gpus if g.get("id") == spec.gpu_type), None)
-    if found is None or not found.get("pool"):
-        offered = sorted(str(g.get("id")) for g in gpus if g.get("pool"))
-        raise PodError(
-            f"GPU type {spec.gpu_type!r} is not in a RunPod serverless pool; use one of: "
-            f"{', '.join(offered) or 'none listed'} (serverless.gpu_type or --gpu-type)"
-        )
-    pool = str(found["pool"])
-    others = sorted(str(g["id"]) for g in gpus if g.get("pool") == pool and g["id"] != found["id"])
-    block: dict[str, Any] = {"pools": [pool], "count": 1}
-    if others:
-        block["excludedTypes"] = others
-    if spec.allowed_cuda_versions:
-        block["allowedCudaVersions"] = list(spec.allowed_cuda_versions)
-    return block, _catalog_price(found, spec)
-
-
-def _catalog_price(gpu: Mapping[str, Any], spec: EndpointSpec, count: int = 1) -> EndpointPrice:
-    hourly = (gpu.get("price") or {}).get("serverless")
-    if isinstance(hourly, (int, float)) and hourly > 0:
-        return EndpointPrice(
-            spec.gpu_type, count, hourly * count / 3600, f"RunPod catalog, pool {gpu.get('pool')}"
-        )
-    return _manifest_price(spec, count)
-
-
-def _manifest_price(spec: EndpointSpec, count: int = 1) -> EndpointPrice:
-    if spec.price_per_s <= 0:
-        raise PodError(
-            f"no serverless price known for {spec.gpu_type!r}: RunPod's catalog lists none and "
-            "runpod/manifest.toml's serverless.price_per_s is for another GPU type"
-        )
-    return EndpointPrice(
-        spec.gpu_type, count, spec.price_per_s * count, "runpod/manifest.toml list price"
-    )
-
-
 def _volume(api: RestApi, spec: EndpointSpec) -> dict[str, Any]:
     if spec.network_volume_id:
         found = api.call(
@@ -330,43 +128,6 @@ def _volume(api: RestApi, spec: EndpointSpec) -> dict[str, Any]:
         f"{what}; the endpoint's workers read the models from it (the pod's volume, "
         f"provisioned by charpack pod up). Your volumes: {listing}"
     )
-
-
-def _desired(spec: EndpointSpec, gpu: dict[str, Any], volume: Mapping[str, Any],
-             env: dict[str, str]) -> dict[str, Any]:  # fmt: skip
-    return {
-        "name": spec.name,
-        "type": "QUEUE",
-        "image": spec.image,
-        "env": env,
-        "disk": spec.container_disk_gb,
-        "gpu": gpu,
-        "workers": {
-            "min": spec.min_workers,
-            "max": spec.max_workers,
-            "idleTimeout": spec.idle_timeout_s,
-        },
-        "scaling": {"type": "QUEUE_DELAY", "queueDelay": spec.queue_delay_s},
-        "networkVolumes": [str(volume["id"])],
-        "dataCenterIds": [str(volume["dataCenter"])],  # a volume pins its data centre
-        "timeout": spec.execution_timeout_s * 1000,
-        "flashboot": "FLASHBOOT" if spec.flashboot else "OFF",
-    }
-
-
-def _differences(have: Mapping[str, Any], want: Mapping[str, Any]) -> dict[str, Any]:
-    """The top-level fields of ``want`` that ``have`` does not already hold, for a PATCH."""
-    out: dict[str, Any] = {}
-    for key, value in want.items():
-        if key == "type":
-            continue  # immutable, and always QUEUE for ours
-        current = have.get(key)
-        if isinstance(value, dict) and isinstance(current, dict):
-            if any(current.get(k) != v for k, v in value.items()):
-                out[key] = value
-        elif current != value:
-            out[key] = value
-    return out
 
 
 def _mine(api: RestApi, spec: EndpointSpec, endpoint_id: str | None) -> list[dict[str, Any]]:
@@ -408,11 +169,11 @@ def endpoint_up(
     """Create the endpoint named ``spec.name``, or PATCH the settings of the existing one that
     differ from ``spec``; idempotent (a second call changes nothing). ``secret_refs`` passes
     worker variables as references to RunPod secrets instead of their values."""
-    worker_env = _worker_env(os.environ if env is None else env, secret_refs or {})
+    worker_env = worker_environment(os.environ if env is None else env, secret_refs or {})
     api = RestApi(api_key=api_key)
     volume = _volume(api, spec)
-    gpu, price = _gpu(api, spec)
-    want = _desired(spec, gpu, volume, worker_env)
+    gpu, price = gpu_block(api, spec)
+    want = desired_body(spec, gpu, volume, worker_env)
     mine = _mine(api, spec, None)
     if len(mine) > 1:
         ids = ", ".join(str(e["id"]) for e in mine)
@@ -425,7 +186,7 @@ def endpoint_up(
         log.info("created endpoint %s (%s)", created.get("id"), spec.gpu_type)
         return _info(created, price, spec, changed=("created",))
     have = mine[0]
-    patch = _differences(have, want)
+    patch = differences(have, want)
     if not patch:
         return _info(have, price, spec)
     updated = api.call(
@@ -435,29 +196,10 @@ def endpoint_up(
     return _info(updated or have, price, spec, changed=tuple(sorted(patch)))
 
 
-def _price_of(api: RestApi, spec: EndpointSpec, e: Mapping[str, Any]) -> EndpointPrice:
-    """The price of ``e``'s GPU: its pool's catalog price (the types it did not exclude)."""
-    gpu = e.get("gpu") or {}
-    pools = list(gpu.get("pools") or [])
-    count = int(gpu.get("count") or 1)
-    try:
-        gpus = (api.call("GET", "/v2/catalog/gpus", "list GPU types") or {}).get("gpus") or []
-    except PodError:
-        gpus = []
-    excluded = set(gpu.get("excludedTypes") or ())
-    kept = [g for g in gpus if g.get("pool") in pools and g.get("id") not in excluded]
-    if kept:
-        dearest = max(kept, key=lambda g: (g.get("price") or {}).get("serverless") or 0)
-        names = sorted(str(g["id"]) for g in kept)
-        named = replace(spec, gpu_type=names[0] if len(names) == 1 else " | ".join(names))
-        return _catalog_price(dearest, named, count)
-    return _manifest_price(spec, count)
-
-
 def endpoint_price(*, endpoint_id: str, api_key: str, spec: EndpointSpec) -> EndpointPrice:
     """What a worker second of endpoint ``endpoint_id`` costs (the bill of a run on it)."""
     api = RestApi(api_key=api_key)
-    return _price_of(api, spec, _mine(api, spec, endpoint_id)[0])
+    return price_of(api, spec, _mine(api, spec, endpoint_id)[0])
 
 
 def _health(endpoint_id: str, api_key: str) -> dict[str, Any] | None:
@@ -504,7 +246,7 @@ def endpoint_status(
         out.append(
             _info(
                 e,
-                _price_of(api, spec, e),
+                price_of(api, spec, e),
                 spec,
                 workers=dict((workers or {}).get("summary") or {}) or None,
                 jobs=dict(jobs) if isinstance(jobs, dict) else None,

@@ -2,12 +2,9 @@
 to S3, every UI output back.
 
 Owns :func:`handle` (what ``serverless/handler.py`` gives ``runpod.serverless.start``) and
-:class:`Worker`. One job is one attempt of one pack job::
-
-    job["input"] = {"workflow": <API graph>, "prompt_id": <client-chosen uuid>,
-                    "job_key": "cafe/001", "run_id": <pack run id>,
-                    "inputs": [{"name": <Upload.image_value>, "s3_key": ...}],
-                    "expect": {"max_files": 2, "max_bytes": ..., "subfolder"?: "<pack>/<scene>"}}
+:class:`Worker`. One job is one attempt of one pack job; its input is checked by
+:func:`~charpack.serverless.job_request.parse_request` (the shape is in :mod:`.job_request`), its
+files moved by :mod:`.transfers`.
 
 The worker talks to ComfyUI with the pods' client code (:class:`~charpack.comfy.client.ComfyClient`
 submitting under the given prompt id, the websocket as a hint, ``/history`` as the truth,
@@ -40,38 +37,25 @@ the answer also asks the SDK to replace the worker (``refresh_worker``).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import queue
-import tempfile
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from ..comfy.auth import ServerConfig
 from ..comfy.client import ComfyClient
 from ..comfy.completion import Completion, Lost
-from ..comfy.downloads import Expect
 from ..comfy.events import Event, Executing, ExecutionStart, Progress
-from ..comfy.limits import Limits
-from ..comfy.results import IMAGES, PACK_IMAGES, SIDECARS, JobResult, JobState, check_prompt_id
+from ..comfy.results import JobResult, JobState
 from ..comfy.stream import EventStream
-from ..errors import CharpackError, OutputRefused, PromptRejected, ServerUnavailable
-from ..pack.uploads import Upload, file_sha256
-from ..run.fetcher import Expected, plan
-from .objects import (
-    ObjectStore,
-    ObjectStoreError,
-    check_job_key,
-    check_run_id,
-    done_key,
-    input_key,
-    output_key,
-)
+from ..errors import CharpackError, PromptRejected, ServerUnavailable
+from .job_request import JobFailed, JobRequest, parse_request
+from .objects import ObjectStore, ObjectStoreError, done_key
+from .transfers import ensure_inputs, store_files
+
+__all__ = ["JobFailed", "JobRequest", "Worker", "handle", "parse_request"]
 
 log = logging.getLogger(__name__)
 
@@ -80,70 +64,9 @@ DEFAULT_COMFY_URL = "http://127.0.0.1:8188"  # worker-comfyui's ComfyUI, beside 
 READY_ENV = "CHARPACK_COMFY_READY_S"
 # Set in the image: the worker's ComfyUI is its own, so any other prompt on it is an orphan.
 EXCLUSIVE_ENV = "CHARPACK_WORKER_EXCLUSIVE"
-DEFAULT_MAX_BYTES = 512 << 20
-# ComfyUI is gone or restarted under the handler: a fresh worker is the cure, not this one.
-REFRESH_KINDS = frozenset({"comfy_unavailable", "lost"})
 UNREACHABLE_S = 60.0  # ComfyUI silent this long while a prompt is in flight: the job fails
 
 Progress_ = Callable[[Mapping[str, Any], dict[str, Any]], None]
-
-
-class JobFailed(CharpackError):
-    """The worker could not carry out the job; ``kind`` and ``retry`` go to the client."""
-
-    def __init__(self, kind: str, message: str, *, retry: bool = True) -> None:
-        super().__init__(message)
-        self.kind = kind
-        self.retry = retry
-
-    def payload(self) -> dict[str, Any]:
-        error = {"type": self.kind, "message": str(self), "retry": self.retry}
-        answer: dict[str, Any] = {"error": json.dumps(error, sort_keys=True)}
-        if self.kind in REFRESH_KINDS:
-            answer["refresh_worker"] = True  # the SDK stops this worker; the platform starts anew
-        return answer
-
-
-@dataclass(frozen=True)
-class JobRequest:
-    """A validated ``job["input"]``."""
-
-    workflow: dict[str, Any]
-    prompt_id: str
-    job_key: str
-    run_id: str
-    inputs: tuple[tuple[str, str], ...]  # (upload name, s3 key)
-    max_files: int
-    max_bytes: int
-    subfolder: str | None = None  # where the saver must have written them (``<pack>/<scene>``)
-
-
-def parse_request(raw: Any) -> JobRequest:
-    """``job["input"]`` checked, or :class:`JobFailed` (``invalid_input``) saying what is wrong."""
-    try:
-        if not isinstance(raw, Mapping):
-            raise ValueError("the job's input is not an object")
-        workflow = raw.get("workflow")
-        if not isinstance(workflow, Mapping) or not workflow:
-            raise ValueError("'workflow' (the API graph) is missing or empty")
-        inputs = []
-        for item in raw.get("inputs") or ():
-            if not isinstance(item, Mapping):
-                raise ValueError(f"an entry of 'inputs' is not an object: {item!r:.80}")
-            inputs.append((str(item["name"]), str(item["s3_key"])))
-        expect = raw.get("expect") or {}
-        return JobRequest(
-            workflow=dict(workflow),
-            prompt_id=check_prompt_id(str(raw.get("prompt_id"))),
-            job_key=check_job_key(str(raw.get("job_key"))),
-            run_id=check_run_id(str(raw.get("run_id"))),
-            inputs=tuple(inputs),
-            max_files=int(expect.get("max_files", 2)),
-            max_bytes=int(expect.get("max_bytes", DEFAULT_MAX_BYTES)),
-            subfolder=None if expect.get("subfolder") is None else str(expect["subfolder"]),
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise JobFailed("invalid_input", f"job input refused: {exc}", retry=False) from exc
 
 
 class Worker:
@@ -204,7 +127,7 @@ class Worker:
             log.info("%s: already done (%s); answering from it", request.prompt_id, marker)
             return done
         self._wait_ready()
-        self._ensure_inputs(request)
+        ensure_inputs(request, client=self.client, store=self.store)
         result, outputs = self._execute(job, request)
         output: dict[str, Any] = {
             "prompt_id": request.prompt_id,
@@ -226,7 +149,9 @@ class Worker:
             }
         if result.ok:
             self._send(job, {"stage": "uploading", "prompt_id": request.prompt_id})
-            output["files"] = self._store_files(request, result)
+            output["files"] = store_files(
+                request, result, client=self.client, store=self.store, server=self.config.label
+            )
         output["worker_s"] = round(time.monotonic() - began, 3)
         try:
             self.store.put_json(marker, output)
@@ -252,41 +177,6 @@ class Worker:
                     ) from exc
             time.sleep(wait)
             wait = min(wait * 2, 1.0)
-
-    def _ensure_inputs(self, request: JobRequest) -> None:
-        """Bring each input picture ComfyUI lacks from S3 into its input folder (by upload,
-        under its content-derived name, checked against that name)."""
-        for name, key in request.inputs:
-            if key != input_key(self.store.prefix, name):
-                raise JobFailed(
-                    "invalid_input",
-                    f"input {name!r} has key {key!r}, not {input_key(self.store.prefix, name)!r}",
-                    retry=False,
-                )
-            subfolder, _, filename = name.rpartition("/")
-            params = {"filename": filename, "subfolder": subfolder, "type": "input"}
-            have = self.client.http.request("GET", "/view", params=params, ok=(200, 404))
-            have.close()
-            if have.status_code == 200:
-                continue
-            with tempfile.TemporaryDirectory(prefix="charpack-in-") as tmp:
-                path = Path(tmp) / filename
-                try:
-                    self.store.download_file(key, path)
-                except ObjectStoreError as exc:
-                    raise JobFailed("input_missing", str(exc)) from exc
-                sha = file_sha256(path)
-                if not sha.startswith(Path(filename).stem):
-                    raise JobFailed(
-                        "input_missing",
-                        f"s3 object {key} does not hold the file its content-derived name "
-                        f"says (sha256 {sha[:20]}…); upload it again.",
-                    )
-                self.client.upload_image(
-                    Upload(path=path, sha256=sha, subfolder=subfolder, filename=filename),
-                    subfolder=subfolder,
-                )
-                log.info("input %s brought from S3", name)
 
     def _execute(
         self, job: Mapping[str, Any], request: JobRequest
@@ -371,72 +261,6 @@ class Worker:
             if update is not None and (update["stage"] != "sampling" or now - last_sent >= 1.0):
                 last_sent = now
                 self._send(job, update)
-
-    def _store_files(self, request: JobRequest, result: JobResult) -> list[dict[str, Any]]:
-        """Fetch the attempt's files from ComfyUI (checked as on pods), then upload them:
-        sidecars first, PNGs last."""
-        images = max(1, request.max_files // 2)
-        expected = Expected(
-            images=images, max_image_bytes=request.max_bytes, subfolder=request.subfolder
-        )
-        server = self.config.label
-        try:
-            if len([r for r in result.outputs if r.key in (PACK_IMAGES, IMAGES, SIDECARS)]) > (
-                request.max_files
-            ):
-                raise OutputRefused(
-                    f"{server} reported more than {request.max_files} files for this prompt"
-                )
-            planned = plan(result.outputs, expected, "", "attempt", server)
-        except OutputRefused as exc:
-            raise JobFailed("output_refused", str(exc)) from exc
-        limits = Limits(max_bytes=request.max_bytes)
-        files: list[dict[str, Any]] = []
-        with tempfile.TemporaryDirectory(prefix="charpack-out-") as tmp:
-            fetched = []
-            try:
-                for item in planned:
-                    expect = None
-                    if item.sidecar is not None:
-                        raw, meta = self.client.fetch_sidecar(
-                            item.sidecar, prompt_id=request.prompt_id, image=item.image.filename
-                        )
-                        side = Path(tmp) / item.sidecar.filename
-                        side.write_bytes(raw)
-                        fetched.append((item.sidecar, side, hashlib.sha256(raw).hexdigest()))
-                        expect = Expect(sha256=str(meta["sha256"]), size=int(meta["size"]))
-                    got = self.client.download(
-                        item.image, Path(tmp) / item.image.filename, limits=limits, expect=expect
-                    )
-                    fetched.append((item.image, got.path, got.sha256))
-            except (OutputRefused, ServerUnavailable, KeyError, ValueError) as exc:
-                raise JobFailed("output_refused", f"fetching the outputs failed: {exc}") from exc
-            fetched.sort(key=lambda f: f[0].key in (PACK_IMAGES, IMAGES))  # PNGs last
-            for ref, path, sha in fetched:
-                key = output_key(
-                    self.store.prefix,
-                    request.run_id,
-                    request.job_key,
-                    request.prompt_id,
-                    ref.filename,
-                )
-                kind = "application/json" if ref.key == SIDECARS else "image/png"
-                try:
-                    info = self.store.upload_file(path, key, sha256=sha, content_type=kind)
-                except ObjectStoreError as exc:
-                    raise JobFailed("upload_failed", str(exc)) from exc
-                files.append(
-                    {
-                        "node": ref.node_id,
-                        "key": ref.key,
-                        "filename": ref.filename,
-                        "subfolder": ref.subfolder,
-                        "s3_key": key,
-                        "sha256": sha,
-                        "bytes": info.size,
-                    }
-                )
-        return files
 
     def _send(self, job: Mapping[str, Any], update: dict[str, Any]) -> None:
         if self.progress is None:
