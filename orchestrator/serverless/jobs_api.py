@@ -66,7 +66,7 @@ class Policy:
 
 
 @dataclass(frozen=True)
-class JobStatus:
+class EndpointJobState:
     """What ``GET /status/{id}`` says about a job."""
 
     id: str
@@ -81,7 +81,7 @@ class JobStatus:
         return self.status in FINAL
 
     @classmethod
-    def of(cls, body: Mapping[str, Any]) -> JobStatus:
+    def of(cls, body: Mapping[str, Any]) -> EndpointJobState:
         error = body.get("error")
         delay, execution = body.get("delayTime"), body.get("executionTime")
         return cls(
@@ -146,10 +146,10 @@ class JobsApi:
             raise ServerUnavailable(f"{self.label}: /run answered without a job id: {body!r:.200}")
         return job_id
 
-    def status(self, job_id: str) -> JobStatus | None:
+    def status(self, job_id: str) -> EndpointJobState | None:
         """The job's state, or None when the endpoint does not know it (any more)."""
         body = self._call("GET", f"status/{job_id}", missing_ok=True)
-        return None if body is None else JobStatus.of(body)
+        return None if body is None else EndpointJobState.of(body)
 
     def cancel(self, job_id: str) -> None:
         self._call("POST", f"cancel/{job_id}", missing_ok=True)

@@ -147,7 +147,7 @@ class S3Config:
 
 
 @dataclass(frozen=True)
-class ObjectInfo:
+class StoredObject:
     """An object's size and the sha256 charpack recorded when it wrote it (None if another
     tool wrote it)."""
 
@@ -212,7 +212,7 @@ class ObjectStore:
             f"S3 {what} of s3://{self.config.bucket}/{key} failed ({code}: {message}); {hint}."
         )
 
-    def head(self, key: str) -> ObjectInfo | None:
+    def head(self, key: str) -> StoredObject | None:
         """The object's size and recorded sha256, or None when there is no such object."""
         try:
             answer = self._client.head_object(Bucket=self.config.bucket, Key=key)
@@ -222,14 +222,16 @@ class ObjectStore:
                 return None
             raise self._error(exc, "HEAD", key) from exc
         meta = answer.get("Metadata") or {}
-        return ObjectInfo(key=key, size=int(answer["ContentLength"]), sha256=meta.get(SHA256_META))
+        return StoredObject(
+            key=key, size=int(answer["ContentLength"]), sha256=meta.get(SHA256_META)
+        )
 
     def exists(self, key: str) -> bool:
         return self.head(key) is not None
 
     def upload_file(
         self, path: Path, key: str, *, sha256: str, content_type: str | None = None
-    ) -> ObjectInfo:
+    ) -> StoredObject:
         """Upload ``path`` under ``key`` (multipart for large files), recording its sha256."""
         extra: dict[str, Any] = {"Metadata": {SHA256_META: sha256}}
         if content_type:
@@ -238,9 +240,9 @@ class ObjectStore:
             self._client.upload_file(str(path), self.config.bucket, key, ExtraArgs=extra)
         except Exception as exc:
             raise self._error(exc, "upload", key) from exc
-        return ObjectInfo(key=key, size=path.stat().st_size, sha256=sha256)
+        return StoredObject(key=key, size=path.stat().st_size, sha256=sha256)
 
-    def put_json(self, key: str, value: Any) -> ObjectInfo:
+    def put_json(self, key: str, value: Any) -> StoredObject:
         """Write ``value`` as JSON under ``key`` (one PUT: readers see all of it or nothing)."""
         data = json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
         sha = hashlib.sha256(data).hexdigest()
@@ -254,7 +256,7 @@ class ObjectStore:
             )
         except Exception as exc:
             raise self._error(exc, "PUT", key) from exc
-        return ObjectInfo(key=key, size=len(data), sha256=sha)
+        return StoredObject(key=key, size=len(data), sha256=sha)
 
     def get_json(self, key: str, *, max_bytes: int = 16 * 1024 * 1024) -> Any | None:
         """The JSON under ``key``, or None when there is no such object."""

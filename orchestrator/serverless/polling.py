@@ -36,8 +36,8 @@ from .jobs_api import (
     IN_PROGRESS,
     RUNNING,
     TIMED_OUT,
+    EndpointJobState,
     JobsApi,
-    JobStatus,
     Throttled,
 )
 from .records import EndpointJob, Journal
@@ -165,14 +165,14 @@ class JobPolling(ResultFetching):
                 continue
             self._polled(job, answer)
 
-    def _status(self, job: EndpointJob) -> JobStatus | None | Exception:
+    def _status(self, job: EndpointJob) -> EndpointJobState | None | Exception:
         assert job.job_id is not None
         try:
             return self.api.status(job.job_id)
         except CharpackError as exc:
             return exc
 
-    def _polled(self, job: EndpointJob, status: JobStatus | None) -> None:
+    def _polled(self, job: EndpointJob, status: EndpointJobState | None) -> None:
         if status is not None and status.execution_ms is not None:
             job.worker_s = status.execution_ms / 1000
         if status is None:

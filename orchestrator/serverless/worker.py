@@ -2,7 +2,7 @@
 to S3, every UI output back.
 
 Owns :func:`handle` (what ``serverless/handler.py`` gives ``runpod.serverless.start``) and
-:class:`Worker`. One job is one attempt of one pack job; its input is checked by
+:class:`ServerlessWorker`. One job is one attempt of one pack job; its input is checked by
 :func:`~charpack.serverless.job_request.parse_request` (the shape is in :mod:`.job_request`), its
 files moved by :mod:`.transfers`.
 
@@ -55,7 +55,7 @@ from .job_request import JobFailed, JobRequest, parse_request
 from .objects import ObjectStore, ObjectStoreError, done_key
 from .transfers import ensure_inputs, store_files
 
-__all__ = ["JobFailed", "JobRequest", "Worker", "handle", "parse_request"]
+__all__ = ["JobFailed", "JobRequest", "ServerlessWorker", "handle", "parse_request"]
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ UNREACHABLE_S = 60.0  # ComfyUI silent this long while a prompt is in flight: th
 Progress_ = Callable[[Mapping[str, Any], dict[str, Any]], None]
 
 
-class Worker:
+class ServerlessWorker:
     """The handler's state across jobs: one ComfyUI client, one store, the progress sender."""
 
     def __init__(
@@ -92,7 +92,7 @@ class Worker:
         self.comfyui_version: str | None = None
 
     @classmethod
-    def from_env(cls, progress: Progress_ | None = None) -> Worker:
+    def from_env(cls, progress: Progress_ | None = None) -> ServerlessWorker:
         env = os.environ
         return cls(
             comfy_url=env.get(COMFY_URL_ENV, "").strip() or DEFAULT_COMFY_URL,
@@ -287,11 +287,11 @@ def _progress_of(event: Event | None, prompt_id: str) -> dict[str, Any] | None:
     return None
 
 
-_WORKER: Worker | None = None
+_WORKER: ServerlessWorker | None = None
 
 
 def handle(job: dict[str, Any]) -> dict[str, Any]:
-    """The runpod handler: one :class:`Worker` per process, configured from the environment.
+    """The runpod handler: one :class:`ServerlessWorker` per process, set up from the environment.
 
     Progress goes through ``runpod.serverless.progress_update`` where the platform gives the
     worker somewhere to send it (``RUNPOD_WEBHOOK_POST_OUTPUT``); elsewhere it is only logged.
@@ -299,7 +299,7 @@ def handle(job: dict[str, Any]) -> dict[str, Any]:
     global _WORKER
     if _WORKER is None:
         try:
-            _WORKER = Worker.from_env(progress=_platform_progress())
+            _WORKER = ServerlessWorker.from_env(progress=_platform_progress())
         except CharpackError as exc:  # the endpoint's environment: every worker has it
             return JobFailed("worker_config", str(exc), retry=False).payload()
     return _WORKER.handle(job)
