@@ -9,7 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import typer
+from typer.testing import CliRunner
 
+from charpack.cli import pack as cli_pack
 from charpack.comfy.results import JobResult, JobStatus
 from charpack.errors import PackError
 from charpack.folder.manifest import FileRecord
@@ -148,3 +151,29 @@ def test_when_every_attempt_stops_early_the_job_ends_below_the_threshold_saying_
     assert "2 stopped at the early gate" in decision.message
     entry = state.entry(key)
     assert entry["status"] == "below_threshold" and entry["image"] is None
+
+
+def test_charpack_report_prints_gpu_per_accepted_image_and_the_early_stops(
+    tmp_path: Path,
+) -> None:
+    pack = _pack(tmp_path, "{threshold: 0.6, max_attempts: 2}")
+    out = tmp_path / "out"
+    state = PackState.open(out, pack, max_retries=2)
+    key = "cafe/001"
+    pid = state.begin(key, server="s", version="0.3.75", seed=state.seed_for(key), workflow={})
+    state.end(key, pid, _ending(pack, _result(_blocked(0.312)), 0.312, []))
+    pid = state.begin(key, server="s", version="0.3.75", seed=state.seed_for(key), workflow={})
+    png: list[FileRecord] = [{"path": "cafe/x.png", "sha256": "0" * 64, "bytes": 1}]
+    final = _result({finish.SCORE: {"scores": (0.7,), "faces": (True,)}})
+    state.end(key, pid, _ending(pack, final, 0.7, png))
+    state.save()
+    app = typer.Typer()
+    app.command()(cli_pack.report)
+    app.command()(cli_pack.publish)  # two commands, so typer keeps the command name
+    shown = CliRunner().invoke(app, ["report", str(out), "--price-per-hour", "3.6"])
+    assert shown.exit_code == 0, shown.output
+    text = " ".join(shown.output.split())
+    assert "GPU per accepted image: 7.0 s server execution (all 2 timed attempts over 1 " in text
+    assert "× $3.60/h = $0.00700" in text
+    assert "early identity gate: 1 of 2 attempt(s) stopped after the InstantID fix" in text
+    assert "early scores 0.312–0.312" in text
