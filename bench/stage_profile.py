@@ -39,6 +39,7 @@ TARGET_CUT = 0.25  # issue 13: at 30 % rejection the gate cuts GPU-s per accepte
 TARGET_RATE = 0.3
 PRICE_PER_HOUR = 0.69  # RunPod secure-cloud 4090, the docs' example price (runpod/README.md §8)
 GATE = "early_gate"
+WORLD_HEADING = "## On the CPU test world: the real graphs with the gate (bench/stage_world.py)"
 
 
 @dataclass(frozen=True)
@@ -194,11 +195,19 @@ def expected_per_accepted(*, rate: float, catch: float, gate: bool, max_attempts
     """The profile's GPU-s per accepted image in expectation (no sampling, no jitter)."""
     full = sum(s.seconds for s in stages(gate=gate, stopped=False))
     early = sum(s.seconds for s in stages(gate=gate, stopped=True))
+    caught = catch if gate else 0.0
+    return per_accepted(full=full, early=early, rate=rate, catch=caught, max_attempts=max_attempts)
+
+
+def per_accepted(
+    *, full: float, early: float, rate: float, catch: float, max_attempts: int
+) -> float:
+    """GPU-s per accepted image in expectation, from one finished attempt's seconds (``full``)
+    and one stopped attempt's (``early``): attempts until accepted or ``max_attempts``."""
     tries = sum(rate**k for k in range(max_attempts))  # expected attempts per job
     p_accept = 1 - rate**max_attempts
     rejected = tries - p_accept
-    caught = catch if gate else 0.0
-    spent = p_accept * full + rejected * (caught * early + (1 - caught) * full)
+    spent = p_accept * full + rejected * (catch * early + (1 - catch) * full)
     return spent / p_accept
 
 
@@ -363,7 +372,10 @@ def main(argv: list[str] | None = None) -> int:
         argv if argv is not None else sys.argv[1:]
     )
     text = report(run(args), args, command.strip())
-    args.results.write_text(text, encoding="utf-8")
+    # Keep the CPU-world table bench/stage_world.py appended, if any.
+    old = args.results.read_text(encoding="utf-8") if args.results.exists() else ""
+    world = old[old.index(WORLD_HEADING) :] if WORLD_HEADING in old else ""
+    args.results.write_text(text + ("\n" + world if world else ""), encoding="utf-8")
     print(text)  # noqa: T201
     return 0
 
