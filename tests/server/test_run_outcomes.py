@@ -81,7 +81,10 @@ def test_an_image_without_a_face_is_no_face_in_the_manifest_report_and_sheet(
     init = fresh_picture(NO_FACE, src / "scenes")
     scene = {"name": "hills", "prompt": "a walk in the hills", "count": 1,
              "init_image": f"scenes/{init.name}", "init_denoise": 0.6}  # fmt: skip
-    pack = load_pack(write_pack(src, [scene], threshold=0.3, max_attempts=2))
+    # The final score's no-face path: the early gate (on by default) would stop these attempts
+    # before the image is saved (tests/unit/test_early_gate.py covers that path).
+    path = write_pack(src, [scene], threshold=0.3, max_attempts=2)
+    pack = load_pack(_edit(path, identity__early_gate={"enabled": False}))
     out = tmp_path / "out"
     events: list[RunEvent] = []
     server = ServerConfig.from_url(comfy_server.url, env={})
