@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from bench import stage_profile as sp
+from bench import stage_world
 from charpack_nodes.pipelines.catalog import STAGE_FACE_DETAILER, STAGE_UPSCALE
 from tests.unit.test_doc_estimates import UNMEASURED, _paragraphs
 
@@ -92,3 +93,23 @@ def test_the_bench_writes_gate_md_with_every_rate_its_sources_and_the_verdict(
     assert [
         p for p in _paragraphs(text) if UNMEASURED.search(p) and "estimate" not in p.lower()
     ] == []
+
+
+@pytest.mark.server
+def test_the_cpu_world_table_comes_from_real_graphs_the_gate_stopped_and_keeps_the_profile(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "GATE.md"
+    out.write_text("# the profile's part\n\nkept\n", encoding="utf-8")
+    argv = ["--attempts", "1", "--runs", "1", "--step", "0", "--results", str(out)]
+    # play() refuses a run where a stopping gate let an image through or a passing one did not.
+    assert stage_world.main(argv) == 0
+    text = out.read_text(encoding="utf-8")
+    assert text.startswith("# the profile's part\n\nkept\n\n" + sp.WORLD_HEADING)
+    assert "| stopped by the gate |" in text and "not a GPU" in text
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "%" in line[:8]]
+    assert [row.split("|")[1].strip() for row in rows] == ["0%", "20%", "30%", "40%"]
+    # Re-running the profile bench keeps the world table.
+    assert sp.main(["--runs", "1", "--jobs", "4", "--no-sleep", "--results", str(out)]) == 0
+    again = out.read_text(encoding="utf-8")
+    assert again.count(sp.WORLD_HEADING) == 1 and "| stopped by the gate |" in again
