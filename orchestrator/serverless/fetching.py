@@ -25,7 +25,7 @@ from ..errors import DiskFull, OutputRefused, PackFolderError
 from ..pack.packfile import IdentityGate
 from ..run.fetcher import DownloadRules, score_of
 from ..run.messages import DownloadStarted, Finished
-from ..run.retry_rules import below
+from ..run.retry_rules import below, early_stop
 from ..run.state import image_dir
 from . import objects
 from .records import EndpointJob
@@ -79,6 +79,16 @@ class ResultFetching:
         if not result.ok:
             self._jobs.pop(job.prompt_id, None)
             self.inbox.put(Finished(*self._where(job), result=result, worker_s=job.worker_s))
+            return
+        early = early_stop(result)
+        if early is not None:  # the early gate stopped it: nothing was saved, nothing to fetch
+            self._jobs.pop(job.prompt_id, None)
+            self.inbox.put(
+                Finished(
+                    *self._where(job), result=result, score=early.score, rejected=True,
+                    worker_s=job.worker_s,
+                )
+            )  # fmt: skip
             return
         job.fetching = True
         self._fetches += 1

@@ -51,6 +51,7 @@ from ..comfy.events import Event, Executing, ExecutionStart, Progress
 from ..comfy.results import JobResult, JobState
 from ..comfy.stream import EventStream
 from ..errors import CharpackError, PromptRejected, ServerUnavailable
+from ..run.retry_rules import early_stop
 from .job_request import JobFailed, JobRequest, parse_request
 from .objects import ObjectStore, ObjectStoreError, done_key
 from .transfers import ensure_inputs, store_files
@@ -147,7 +148,8 @@ class ServerlessWorker:
                 "exception_type": f.exception_type,
                 "message": f.message,
             }
-        if result.ok:
+        # A prompt the early identity gate stopped saved nothing: there is nothing to upload.
+        if result.ok and early_stop(result) is None:
             self._send(job, {"stage": "uploading", "prompt_id": request.prompt_id})
             output["files"] = store_files(
                 request, result, client=self.client, store=self.store, server=self.config.label
