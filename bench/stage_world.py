@@ -4,8 +4,9 @@ Run by hand after ``bench/stage_profile.py``: ``python -m bench.stage_world [--a
 [--runs 3] [--step 0.05]``. Starts a private CPU test-world ComfyUI (stand-ins with a fixed time
 per sampler step, ``CHARPACK_STANDIN_STEP_SECONDS``; the real tiny ESRGAN, our real identity and
 save nodes) and posts ``attempts`` attempts of the pack's graph (the presets' step counts, at
-256×384 so two cores keep up) three ways, queued up front as the runner keeps a backlog: without
-the gate, with the gate passing every attempt, and with the gate stopping every attempt. The
+256×384 so two cores keep up) three ways, interleaved in one queue posted up front as the runner
+keeps a backlog: without the gate, with the gate passing every attempt, and with the gate
+stopping every attempt. The
 server's own execution seconds per attempt (``/history``, what a GPU would bill) give a finished
 and a stopped attempt's cost, and the same accounting as the profile
 (``stage_profile.per_accepted``) turns them into GPU-s per accepted image at each rejection rate.
@@ -90,13 +91,16 @@ def measure(args: argparse.Namespace) -> tuple[dict[str, list[float]], list[floa
                 play(client, [spec(face_name, 1 + i, g) for i, g in enumerate(WAYS.values())])
                 for run in range(args.runs):
                     loads.append(os.getloadavg()[0])
-                    for i, (way, gate) in enumerate(WAYS.items()):
-                        # Fresh seeds per run and way, so the server's cache hides no work.
-                        first = 10_000 * (run + 1) + 1_000 * i
-                        specs = [
-                            spec(face_name, s, gate) for s in range(first, first + args.attempts)
-                        ]
-                        per_run[way].append(statistics.fmean(play(client, specs)))
+                    # The ways interleaved in one queue (no gate, passes, stops, no gate, ...),
+                    # so the machine's load swings hit all three alike; fresh seeds per attempt,
+                    # so the server's cache hides no work.
+                    first = 10_000 * (run + 1)
+                    ways = [w for _ in range(args.attempts) for w in WAYS]
+                    specs = [spec(face_name, first + k, WAYS[w]) for k, w in enumerate(ways)]
+                    seconds = play(client, specs)
+                    for way in WAYS:
+                        mine = [t for w, t in zip(ways, seconds, strict=True) if w == way]
+                        per_run[way].append(statistics.fmean(mine))
                     loads.append(os.getloadavg()[0])
                     done = ", ".join(f"{w} {v[-1]:.2f} s" for w, v in per_run.items())
                     print(f"run {run + 1}: {done}")  # noqa: T201
@@ -121,7 +125,8 @@ def table(per_run: dict[str, list[float]], loads: list[float], args: argparse.Na
         "Measured on the CPU test world (stand-ins, not a GPU): the pack's real graph with the "
         "early gate, the presets' step counts (30 base, 20 InstantID, 20 FaceDetailer) at "
         f"256×384 and {args.step} s per stand-in step, the real tiny ESRGAN, the real identity "
-        f"and save nodes; {args.attempts} attempts per way × {args.runs} runs, mean ± sd "
+        f"and save nodes; {args.attempts} attempts per way, the ways interleaved in one queue, × "
+        f"{args.runs} runs, mean ± sd "
         f"(min–max) over the runs. Command: `{command}`; {os.cpu_count()} cores, 1-minute load "
         f"average {min(loads):.2f}–{max(loads):.2f}.",
         "",
