@@ -9,7 +9,6 @@ come from the environment and are never shown.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Annotated, Any, Optional
 
 import typer
@@ -25,7 +24,7 @@ from ..serverless.endpoint import (
     endpoint_up,
     load_endpoint_spec,
 )
-from .output import console, print_json, reported
+from .output import console, run_reported
 
 app = typer.Typer(
     help="A RunPod Serverless endpoint running charpack's worker (charpack run --endpoint).",
@@ -43,12 +42,6 @@ IdOpt = Annotated[
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object (for scripts).")]
 
-
-def _run(json_out: bool, body: Callable[[], dict[str, Any]]) -> None:
-    with reported("json" if json_out else "text"):
-        result = body()
-    if json_out:
-        print_json({"ok": True, **result})
 
 
 @app.command()
@@ -103,7 +96,7 @@ def up(
             _show_up(info)
         return {"endpoint": info.to_json()}
 
-    _run(json_out, body)
+    run_reported(json_out, body)
 
 
 def _price_line(info: EndpointInfo) -> str:
@@ -149,7 +142,7 @@ def status(name: NameOpt = None, endpoint_id: IdOpt = None, json_out: JsonOpt = 
             _show_status(spec.name, found)
         return {"endpoints": [e.to_json() for e in found]}
 
-    _run(json_out, body)
+    run_reported(json_out, body)
 
 
 def _counts(d: dict[str, int] | None, keys: tuple[str, ...]) -> str:
@@ -206,4 +199,4 @@ def down(
                 console.print(f"deleted endpoint {e.endpoint_id}")
         return {"endpoints": [e.to_json() for e in done]}
 
-    _run(json_out, body)
+    run_reported(json_out, body)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Literal
 
@@ -79,3 +79,12 @@ def setup_logging(verbose: bool) -> None:
         handlers=[handler],
     )
     install_log_redaction()  # and the package roots, other root handlers, lastResort
+
+
+def run_reported(json_out: bool, body: Callable[[], dict[str, Any]]) -> None:
+    """Run a command body; print its result as JSON (``{"ok": true, ...}``) with ``--json``,
+    or turn a CharpackError into its message and exit code (the pod and endpoint commands)."""
+    with reported("json" if json_out else "text"):
+        result = body()
+    if json_out:
+        print_json({"ok": True, **result})

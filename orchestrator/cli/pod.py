@@ -8,7 +8,6 @@ are never shown.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import replace
 from typing import Annotated, Any, Optional
 
@@ -28,7 +27,7 @@ from ..pod.lifecycle import (
     pod_status,
     stop_pod,
 )
-from .output import console, err_console, print_json, reported
+from .output import console, err_console, run_reported
 
 app = typer.Typer(
     help="A RunPod GPU pod running ComfyUI behind charpack's auth proxy.",
@@ -41,13 +40,6 @@ NameOpt = Annotated[
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object (for scripts).")]
 
-
-def _run(json_out: bool, body: Callable[[], dict[str, Any]]) -> None:
-    """Run a command body; print its result as JSON, or turn a CharpackError into an exit."""
-    with reported("json" if json_out else "text"):
-        result = body()
-    if json_out:
-        print_json({"ok": True, **result})
 
 
 @app.command()
@@ -118,7 +110,7 @@ def up(
             _show_up(info)
         return {"pod": info.to_json()}
 
-    _run(json_out, body)
+    run_reported(json_out, body)
 
 
 def _show_up(info: PodInfo) -> None:
@@ -157,7 +149,7 @@ def status(name: NameOpt = DEFAULT_NAME, json_out: JsonOpt = False) -> None:
             _show_status(name, checked)
         return {"pods": [p.to_json() for p in checked]}
 
-    _run(json_out, body)
+    run_reported(json_out, body)
 
 
 def _probe(info: PodInfo, token: str | None) -> PodInfo:
@@ -215,4 +207,4 @@ def down(
                 console.print(f"{p.status.lower()} pod {p.pod_id}")
         return {"pods": [p.to_json() for p in done]}
 
-    _run(json_out, body)
+    run_reported(json_out, body)

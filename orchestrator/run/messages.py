@@ -8,6 +8,7 @@ so the loop and the workers share nothing mutable.
 
 from __future__ import annotations
 
+import queue
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +55,25 @@ class Drain:
 @dataclass(frozen=True)
 class Cancel:
     pass
+
+
+class CommandInbox:
+    """The loop's side of a worker (a ComfyUI server's or an endpoint's): each call puts one
+    command on the worker's ``commands`` queue; its own thread carries them out."""
+
+    commands: queue.Queue[Any]
+
+    def submit(self, command: Submit | Adopt) -> None:
+        self.commands.put(command)
+
+    def forget(self, prompt_ids: tuple[str, ...]) -> None:
+        self.commands.put(Forget(prompt_ids))
+
+    def drain(self) -> None:
+        self.commands.put(Drain())
+
+    def cancel(self) -> None:
+        self.commands.put(Cancel())
 
 
 @dataclass(frozen=True)

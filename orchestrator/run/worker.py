@@ -44,6 +44,7 @@ from .messages import (
     Cancel,
     Cancelled,
     Close,
+    CommandInbox,
     Drain,
     Finished,
     Forget,
@@ -71,7 +72,7 @@ def substitute(graph: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
     return out
 
 
-class ServerWorker:
+class ServerWorker(CommandInbox):
     """Every blocking call to one server, on its own threads; see the module docstring."""
 
     def __init__(
@@ -130,18 +131,6 @@ class ServerWorker:
         for thread in self._threads:
             thread.start()
         return self
-
-    def submit(self, command: Submit | Adopt) -> None:
-        self.commands.put(command)
-
-    def forget(self, prompt_ids: tuple[str, ...]) -> None:
-        self.commands.put(Forget(prompt_ids))
-
-    def drain(self) -> None:
-        self.commands.put(Drain())
-
-    def cancel(self) -> None:
-        self.commands.put(Cancel())
 
     @property
     def reconnects(self) -> int:

@@ -53,6 +53,7 @@ from ..run.messages import (
     Adopt,
     Cancel,
     Close,
+    CommandInbox,
     Drain,
     Drained,
     Forget,
@@ -103,7 +104,7 @@ class EndpointConfig:
         return f"endpoint {self.endpoint_id}"
 
 
-class EndpointWorker(JobPolling):
+class EndpointWorker(JobPolling, CommandInbox):
     """Every call to one endpoint and its bucket, on its own threads; see the module docstring."""
 
     def __init__(
@@ -164,18 +165,6 @@ class EndpointWorker(JobPolling):
     def start(self) -> EndpointWorker:
         self._thread.start()
         return self
-
-    def submit(self, command: Submit | Adopt) -> None:
-        self.commands.put(command)
-
-    def forget(self, prompt_ids: tuple[str, ...]) -> None:
-        self.commands.put(Forget(prompt_ids))
-
-    def drain(self) -> None:
-        self.commands.put(Drain())
-
-    def cancel(self) -> None:
-        self.commands.put(Cancel())
 
     def close(self, timeout: float = 10.0) -> None:
         self._cancel.set()
