@@ -139,7 +139,7 @@ def fetch_sidecar(
         data = bytearray()
         left = max(0.0, deadline - time.monotonic())
         _fetch(http, ref, data.extend, left, 3, limits, cancel, data.clear)
-        meta = _sidecar_fields(bytes(data), label, what)
+        meta = sidecar_fields(bytes(data), label, what)
         if "prompt_id" not in meta:  # an older saver: its names are not unique per prompt
             raise OutputRefused(
                 f"{label}: {what} names no prompt, so it cannot be proven to be this attempt's "
@@ -161,7 +161,15 @@ def fetch_sidecar(
         _pause(cancel, 0.25)
 
 
-def _sidecar_fields(data: bytes, label: str, what: str) -> dict[str, Any]:
+def sidecar_fields(
+    data: bytes,
+    label: str,
+    what: str,
+    *,
+    fix: str = "Update the server's charpack nodes to this client's version.",
+) -> dict[str, Any]:
+    """The fields of a charpack sidecar (JSON with prompt_id, file, sha256 and an int size), or
+    OutputRefused naming ``what`` and ``fix``."""
     try:
         meta = json.loads(data)
     except ValueError:
@@ -174,7 +182,7 @@ def _sidecar_fields(data: bytes, label: str, what: str) -> dict[str, Any]:
     ):
         raise OutputRefused(
             f"{label}: {what} is not a charpack sidecar (JSON with prompt_id, file, sha256 and "
-            "size); refused. Update the server's charpack nodes to this client's version."
+            f"size); refused. {fix}"
         )
     return meta
 

@@ -309,7 +309,7 @@ def atomic_write(
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-        _sync_folder(path.parent)
+        sync_folder(path.parent)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         if exc.filename is not None and Path(exc.filename) not in (tmp, path):
@@ -328,7 +328,7 @@ def place_folder(work: Path, dest: Path) -> Path:
     if dest.exists() or dest.is_symlink():
         raise FileExistsError(f"{dest} exists")
     os.rename(work, dest)  # a directory onto a missing name: atomic on one file system
-    _sync_folder(dest.parent)
+    sync_folder(dest.parent)
     return dest
 
 
@@ -341,7 +341,7 @@ def _write_problem(exc: OSError, path: Path, doing: str, size: int) -> PackFolde
     return disk_full(path, size, what=path.name) if is_full(exc) else os_problem(exc, path, doing)
 
 
-def _sync_folder(folder: Path) -> None:
+def sync_folder(folder: Path) -> None:
     """Make a rename in ``folder`` durable (best effort: some file systems refuse it)."""
     try:
         fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .disk import disk_full, is_full, os_problem
-from .integrity import writable
+from .integrity import sync_folder, writable
 
 JOURNAL = "manifest.journal"
 
@@ -93,7 +93,7 @@ class JournalWriter:
             raise _problem(exc, self.path, len(head)) from None
         self._fd, self.size = fd, 0
         self._write(head)
-        _sync_folder(self.folder)  # the new file's name is durable too
+        sync_folder(self.folder)  # the new file's name is durable too
 
     def append(self, record: str) -> None:
         """Append one save (``record``: one JSON object, no newline in it), fsynced. On failure
@@ -138,16 +138,3 @@ def _problem(exc: OSError, path: Path, size: int) -> Exception:
         if is_full(exc)
         else os_problem(exc, path, f"append to {JOURNAL}")
     )
-
-
-def _sync_folder(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

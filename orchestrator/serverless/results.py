@@ -15,7 +15,6 @@ does not decide when to fetch (:mod:`charpack.serverless.backend`) nor spell key
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import threading
 import time
@@ -24,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..comfy.downloads import SIDECAR_MAX_BYTES
+from ..comfy.downloads import SIDECAR_MAX_BYTES, sidecar_fields
 from ..comfy.landing import (
     create,
     guard_write,
@@ -179,20 +178,9 @@ def _stored(
 
 
 def _sidecar(raw: bytes, label: str, prompt_id: str, image: str) -> dict[str, Any]:
-    try:
-        meta = json.loads(raw)
-    except ValueError:
-        meta = None
-    if (
-        not isinstance(meta, dict)
-        or not isinstance(meta.get("sha256"), str)
-        or not isinstance(meta.get("size"), int)
-        or isinstance(meta.get("size"), bool)
-    ):
-        raise OutputRefused(
-            f"{label}: the sidecar of {image[:80]!r} is not a charpack sidecar (JSON with "
-            "prompt_id, file, sha256 and size); refused. Rebuild the worker image."
-        )
+    meta = sidecar_fields(
+        raw, label, f"the sidecar of {image[:80]!r}", fix="Rebuild the worker image."
+    )
     if meta.get("prompt_id") != prompt_id or meta.get("file") != image:
         raise OutputRefused(
             f"{label}: the sidecar in S3 belongs to prompt {str(meta.get('prompt_id'))[:40]!r} "
