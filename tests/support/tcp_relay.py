@@ -74,6 +74,11 @@ class _Link:
         self.upstream = upstream
         self.lose: _Fault | None = None  # armed: the next answer on this link is lost
         self.closed = threading.Event()
+
+    def start(self) -> None:
+        """Pump both directions. Called once the relay counts the link, so that :meth:`cut`
+        reaches every link whose bytes have already flowed."""
+        relay, client, upstream = self.relay, self.client, self.upstream
         for src, dst, bucket, up in (
             (client, upstream, relay._up, True),
             (upstream, client, relay._down, False),
@@ -328,3 +333,4 @@ class TcpRelay:
             link = _Link(self, client, upstream)
             with self._lock:
                 self._links.add(link)
+            link.start()

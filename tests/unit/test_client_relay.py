@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import queue
 import socket
+import threading
 import time
 
 import pytest
@@ -126,3 +127,31 @@ def test_delay_and_rate_are_applied_lower_bounds() -> None:
         start = time.monotonic()
         requests.post(f"{relay.url}/up", data=body, timeout=10)
         assert time.monotonic() - start >= 0.5
+
+
+def test_a_link_is_counted_before_its_first_byte_arrives() -> None:
+    # cut() must reach every connection a client has already heard from. A target that speaks
+    # first (as a websocket server's first frame does) makes the window as wide as it gets.
+    banner = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+
+    def speak_first() -> None:
+        while True:
+            try:
+                conn, _ = banner.accept()
+            except OSError:
+                return
+            held.append(conn)
+            conn.sendall(b"hello")
+
+    threading.Thread(target=speak_first, daemon=True).start()
+    try:
+        with TcpRelay(target_port=banner.getsockname()[1]) as relay:
+            for _ in range(200):
+                with socket.create_connection(("127.0.0.1", relay.port), timeout=5) as conn:
+                    assert conn.recv(5) == b"hello"
+                    assert relay.cut() == 1
+    finally:
+        banner.close()
+        for conn in held:
+            conn.close()
