@@ -45,11 +45,13 @@ def add_upscale(g: Graph, spec: PipelineSpec, image: Source) -> Link:
     return out
 
 
-def add_identity_score(g: Graph, spec: PipelineSpec, image: Source) -> Link:
+def add_identity_score(g: Graph, spec: PipelineSpec, image: Source, node_id: str = SCORE) -> Link:
+    """Score ``image`` against the face references (the final score at :data:`SCORE`; the
+    early gate's score uses the same node under its own id)."""
     ident = spec.identity
     node = g.node(
         C.IDENTITY_SCORE.class_type,
-        SCORE,
+        node_id,
         images=image,
         reference=add_reference(g, spec),
         model_pack=ident.model_pack,

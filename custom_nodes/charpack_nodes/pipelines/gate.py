@@ -18,8 +18,8 @@ from __future__ import annotations
 from typing import Any
 
 from . import catalog as C
+from .finish import add_identity_score
 from .graph import Graph, Link
-from .models import add_reference
 from .params import PipelineSpec
 
 GATE_SCORE = "early_gate.score"
@@ -32,15 +32,7 @@ Source = Any  # a link [node_id, index] or, in node expansion, the live value
 def add_early_gate(g: Graph, spec: PipelineSpec, image: Source) -> Link:
     """Score ``image`` against the face references and gate it at ``early_gate.threshold``;
     the returned link carries the image on, or blocks everything downstream."""
-    ident = spec.identity
-    score = g.node(
-        C.IDENTITY_SCORE.class_type,
-        GATE_SCORE,
-        images=image,
-        reference=add_reference(g, spec),
-        model_pack=ident.model_pack,
-        provider=ident.provider,
-    ).out(C.IDENTITY_SCORE.output("score"))
+    score = add_identity_score(g, spec, image, GATE_SCORE)
     gate = g.node(
         C.IDENTITY_GATE.class_type,
         GATE,
