@@ -107,12 +107,11 @@ def _ending(pack: Pack, result: JobResult, score: Any, files: list[FileRecord]) 
     )  # fmt: skip
 
 
-def test_a_blocked_attempt_records_where_it_stopped_and_is_retried_like_a_rejection(
-    tmp_path: Path,
-) -> None:
+def _stopped_early_then_accepted(tmp_path: Path) -> tuple[PackState, str]:
+    """A saved pack folder with one job: stopped by the early gate at 0.312, retried with the
+    seed the decision gave, accepted at 0.7 (3.5 s of execution each)."""
     pack = _pack(tmp_path, "{threshold: 0.6, max_attempts: 2}")
-    out = tmp_path / "out"
-    state = PackState.open(out, pack, max_retries=2)
+    state = PackState.open(tmp_path / "out", pack, max_retries=2)
     key = "cafe/001"
     first = state.begin(key, server="s", version="0.3.75", seed=state.seed_for(key), workflow={})
     decision = state.end(key, first, _ending(pack, _result(_blocked(0.312)), 0.312, []))
@@ -123,6 +122,14 @@ def test_a_blocked_attempt_records_where_it_stopped_and_is_retried_like_a_reject
     final = _result({finish.SCORE: {"scores": (0.7,), "faces": (True,)}})
     assert state.end(key, second, _ending(pack, final, 0.7, png)).action == "done"
     state.save()
+    return state, key
+
+
+def test_a_blocked_attempt_records_where_it_stopped_and_is_retried_like_a_rejection(
+    tmp_path: Path,
+) -> None:
+    state, key = _stopped_early_then_accepted(tmp_path)
+    out = tmp_path / "out"
     a, b = state.entry(key)["attempts"]
     assert (a["status"], a["stopped_at"], a["early_score"]) == (
         "below_threshold", STOPPED_EARLY, 0.312,
@@ -156,17 +163,8 @@ def test_when_every_attempt_stops_early_the_job_ends_below_the_threshold_saying_
 def test_charpack_report_prints_gpu_per_accepted_image_and_the_early_stops(
     tmp_path: Path,
 ) -> None:
-    pack = _pack(tmp_path, "{threshold: 0.6, max_attempts: 2}")
+    _stopped_early_then_accepted(tmp_path)
     out = tmp_path / "out"
-    state = PackState.open(out, pack, max_retries=2)
-    key = "cafe/001"
-    pid = state.begin(key, server="s", version="0.3.75", seed=state.seed_for(key), workflow={})
-    state.end(key, pid, _ending(pack, _result(_blocked(0.312)), 0.312, []))
-    pid = state.begin(key, server="s", version="0.3.75", seed=state.seed_for(key), workflow={})
-    png: list[FileRecord] = [{"path": "cafe/x.png", "sha256": "0" * 64, "bytes": 1}]
-    final = _result({finish.SCORE: {"scores": (0.7,), "faces": (True,)}})
-    state.end(key, pid, _ending(pack, final, 0.7, png))
-    state.save()
     app = typer.Typer()
     app.command()(cli_pack.report)
     app.command()(cli_pack.publish)  # two commands, so typer keeps the command name
