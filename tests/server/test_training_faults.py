@@ -114,15 +114,20 @@ def state_of(char_dir: Path) -> TrainingState:
     return state
 
 
+def killed_in_the_long_chunk(children: list[Child], char_dir: Path, url: str) -> None:
+    """A ``charpack character train`` child killed once the long chunk runs on the server."""
+    child = Child(char_dir, url)
+    children.append(child)
+    child.wait_for(lambda e: e["event"] == "progress" and e["chunk"] == LONG)
+    child.kill()
+
+
 def test_a_killed_client_reattaches_to_the_running_chunk_and_never_posts_it_twice(
     comfy_server_factory: Callable[..., ComfyServer], children: list[Child], tmp_path: Path
 ) -> None:
     server = comfy_server_factory()
     char_dir = write_character(tmp_path / "ava", variant=21)
-    child = Child(char_dir, server.url)
-    children.append(child)
-    child.wait_for(lambda e: e["event"] == "progress" and e["chunk"] == LONG)
-    child.kill()
+    killed_in_the_long_chunk(children, char_dir, server.url)
     posted = state_of(char_dir).chunks[LONG]
     assert posted.status == "posted" and posted.attempt == 1
 
@@ -143,10 +148,7 @@ def test_a_chunk_that_finished_while_client_and_server_were_down_is_kept_not_ret
 ) -> None:
     server = comfy_server_factory()
     char_dir = write_character(tmp_path / "ava", variant=51)
-    child = Child(char_dir, server.url)
-    children.append(child)
-    child.wait_for(lambda e: e["event"] == "progress" and e["chunk"] == LONG)
-    child.kill()
+    killed_in_the_long_chunk(children, char_dir, server.url)
     last = state_of(char_dir).chunks[LONG].prompt_id
     wait_until(lambda: last in history(server.url))  # it finished with no client to see it
     server.kill()
