@@ -258,16 +258,22 @@ class ObjectStore:
             raise self._error(exc, "PUT", key) from exc
         return StoredObject(key=key, size=len(data), sha256=sha)
 
-    def get_json(self, key: str, *, max_bytes: int = 16 * 1024 * 1024) -> Any | None:
-        """The JSON under ``key``, or None when there is no such object."""
+    def open_body(self, key: str, *, missing_ok: bool = False) -> Any:
+        """A streaming GET of ``key``: boto3's body (``read``, ``iter_chunks``, ``close``; the
+        caller closes it). None when there is no such object and ``missing_ok``."""
         try:
-            answer = self._client.get_object(Bucket=self.config.bucket, Key=key)
+            return self._client.get_object(Bucket=self.config.bucket, Key=key)["Body"]
         except Exception as exc:
             code = getattr(exc, "response", {}).get("Error", {}).get("Code")
-            if code in ("NoSuchKey", "404"):
+            if missing_ok and code in ("NoSuchKey", "404"):
                 return None
             raise self._error(exc, "GET", key) from exc
-        body = answer["Body"]
+
+    def get_json(self, key: str, *, max_bytes: int = 16 * 1024 * 1024) -> Any | None:
+        """The JSON under ``key``, or None when there is no such object."""
+        body = self.open_body(key, missing_ok=True)
+        if body is None:
+            return None
         try:
             data = body.read(max_bytes + 1)
         finally:

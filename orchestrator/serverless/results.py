@@ -190,17 +190,8 @@ def _sidecar(raw: bytes, label: str, prompt_id: str, image: str) -> dict[str, An
     return meta
 
 
-def _body(store: ObjectStore, key: str, label: str) -> Any:
-    # ObjectStore has no streaming read; its client is boto3's, thread-safe (see objects.py).
-    client = store._client  # noqa: SLF001
-    try:
-        return client.get_object(Bucket=store.config.bucket, Key=key)["Body"]
-    except Exception as exc:
-        raise store._error(exc, "GET", key) from exc  # noqa: SLF001
-
-
 def _read(store: ObjectStore, key: str, max_bytes: int, label: str) -> bytes:
-    body = _body(store, key, label)
+    body = store.open_body(key)
     try:
         data = body.read(max_bytes + 1)
     finally:
@@ -221,7 +212,7 @@ def _stream(
     cancel: threading.Event | None,
     want: tuple[str | None, int | None],
 ) -> tuple[str, int]:
-    body = _body(store, key, label)
+    body = store.open_body(key)
     folder = open_folder(root, dest)
     tmp = part_name(dest.name)
     try:
