@@ -162,9 +162,7 @@ def _bootstrap(
     pack = flow.write_bootstrap_pack(folder, per_scene=per_scene, scenes=scenes)
     _say(f"bootstrap pack: {escape(str(pack.path))} ({sum(s.count for s in pack.scenes)} images)")
     with RichProgress(err_console) as display:
-        return flow.pack_run(
-            pack, folder.bootstrap, _configs(server), RunOptions(on_event=display)
-        )
+        return flow.pack_run(pack, folder.bootstrap, _configs(server), RunOptions(on_event=display))
 
 
 @app.command()

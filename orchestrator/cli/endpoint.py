@@ -24,7 +24,7 @@ from ..serverless.endpoint import (
     endpoint_up,
     load_endpoint_spec,
 )
-from .output import console, run_reported
+from .output import JsonOpt, console, run_reported
 
 app = typer.Typer(
     help="A RunPod Serverless endpoint running charpack's worker (charpack run --endpoint).",
@@ -40,8 +40,6 @@ IdOpt = Annotated[
     Optional[str],  # noqa: UP045
     typer.Option("--endpoint-id", help="This endpoint instead of the one named --name."),
 ]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object (for scripts).")]
-
 
 
 @app.command()

@@ -31,7 +31,7 @@ from . import pack as cli_pack
 from . import pod as cli_pod
 from . import run as cli_run
 from . import selftest as cli_selftest
-from .output import console, err_console, print_json, reported, setup_logging, show_error
+from .output import JsonOpt, console, err_console, print_json, reported, setup_logging, show_error
 
 app = typer.Typer(
     name="charpack",
@@ -90,9 +90,7 @@ def validate(
             "ComfyUI 0.3.75 + pinned node packs).",
         ),
     ] = None,
-    json_out: Annotated[
-        bool, typer.Option("--json", help="Print one JSON object (for scripts).")
-    ] = False,
+    json_out: JsonOpt = False,
 ) -> None:
     """Check a pack file and every workflow it would send, or one API-format workflow, against
     the node types, inputs and ranges a server offers, without contacting a server."""

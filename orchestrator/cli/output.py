@@ -17,7 +17,7 @@ import json
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.console import Console
@@ -26,6 +26,9 @@ from rich.markup import escape
 
 from ..comfy.auth import install_log_redaction, log_redaction_filter
 from ..errors import CharpackError
+
+# Every command's --json switch: its result (or its error) as one JSON object on stdout.
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object (for scripts).")]
 
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)

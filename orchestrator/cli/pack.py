@@ -27,10 +27,9 @@ from ..folder.publish import publish as run_publish
 from ..folder.report import PRICE_ENV, PackReport, build_report, price_from_env, score_stats
 from ..pack.jobs import expand
 from ..pack.packfile import load_pack
-from .output import console, err_console, print_json, reported
+from .output import JsonOpt, console, err_console, print_json, reported
 
 PackDir = Annotated[Path, typer.Argument(help="A pack folder made by `charpack run`.")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object (for scripts).")]
 
 
 def preflight(

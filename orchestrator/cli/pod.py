@@ -27,7 +27,7 @@ from ..pod.lifecycle import (
     pod_status,
     stop_pod,
 )
-from .output import console, err_console, run_reported
+from .output import JsonOpt, console, err_console, run_reported
 
 app = typer.Typer(
     help="A RunPod GPU pod running ComfyUI behind charpack's auth proxy.",
@@ -38,8 +38,6 @@ app = typer.Typer(
 NameOpt = Annotated[
     str, typer.Option("--name", help="The pod's name: charpack finds its pod by it.")
 ]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object (for scripts).")]
-
 
 
 @app.command()
