@@ -279,7 +279,9 @@ def test_an_unknown_endpoint_id_says_where_to_look(rest: FakeRunPodRest):
 def test_without_requests_the_sdk_is_not_needed(rest: FakeRunPodRest, monkeypatch):
     # The endpoint commands speak REST themselves: the RunPod SDK (charpack[pod]) is optional.
     monkeypatch.setitem(sys.modules, "runpod", None)
-    assert invoke("up").exit_code == 0
+    result = invoke("up")
+    assert result.exit_code == 0, result.output
+    assert [body["name"] for body in rest.bodies("POST")] == [SERVERLESS["name"]]
 
 
 # -- the manifest's [serverless] table --------------------------------------------------------

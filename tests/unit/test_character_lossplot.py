@@ -53,10 +53,19 @@ def test_a_non_finite_loss_is_marked_and_does_not_break_the_line() -> None:
     assert BAD in _colours(img) and SMOOTH in _colours(img)
 
 
-@pytest.mark.parametrize("losses", [[], [0.1], [float("inf")], [0.1, 0.1, 0.1]])
-def test_short_or_flat_records_still_draw(losses: list[float]) -> None:
+@pytest.mark.parametrize(
+    ("losses", "mark"),
+    [
+        ([], BAD),  # "no finite loss recorded"
+        ([0.1], SMOOTH),
+        ([float("inf")], BAD),
+        ([0.1, 0.1, 0.1], SMOOTH),
+    ],
+)
+def test_short_or_flat_records_still_draw(losses: list[float], mark: tuple[int, ...]) -> None:
     img = render_loss_plot(losses, size=(400, 240))
     assert img.size == (400, 240)
+    assert mark in _colours(img)  # the line, or the note that there is none: not a blank frame
 
 
 def test_a_too_small_picture_is_refused() -> None:
