@@ -38,13 +38,13 @@ from ..comfy.stream import EventStream
 from ..errors import AuthError, CharpackError, PromptNotTaken, PromptRejected, ServerUnavailable
 from ..pack.packfile import IdentityGate
 from ..pack.uploads import Upload
+from .control import ControlLoop
 from .fetcher import DownloadRules, Fetcher, Tracked
 from .messages import (
     Adopt,
     Cancel,
     Cancelled,
     Close,
-    CommandInbox,
     Drain,
     Finished,
     Forget,
@@ -72,7 +72,7 @@ def substitute(graph: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
     return out
 
 
-class ServerWorker(CommandInbox):
+class ServerWorker(ControlLoop):
     """Every blocking call to one server, on its own threads; see the module docstring."""
 
     def __init__(
@@ -155,19 +155,7 @@ class ServerWorker(CommandInbox):
                 item = self.commands.get(timeout=0.2)
             except queue.Empty:
                 item = None
-            if isinstance(item, Close):
-                return
-            try:
-                self._step(item)
-            except AuthError as exc:
-                self.inbox.put(Unusable(self.name, str(exc)))
-                return
-            except ServerUnavailable as exc:
-                self._set_up(False, str(exc))
-            except Exception as exc:  # a bug must not silently stall the whole run
-                log.exception("%s: worker failed", self.config.label)
-                said = redact(f"{self.config.label}: {exc!r}")  # may quote what the server sent
-                self.inbox.put(Unusable(self.name, said, auth=False))
+            if isinstance(item, Close) or not self._turn(self._step, item):
                 return
 
     def _step(self, item: Any) -> None:

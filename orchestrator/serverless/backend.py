@@ -43,17 +43,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..comfy.auth import redact
 from ..comfy.limits import STOP_GRACE_S
 from ..errors import AuthError, CharpackError
 from ..pack.packfile import IdentityGate
 from ..pack.uploads import Upload
+from ..run.control import ControlLoop
 from ..run.fetcher import DownloadRules
 from ..run.messages import (
     Adopt,
     Cancel,
     Close,
-    CommandInbox,
     Drain,
     Drained,
     Forget,
@@ -104,8 +103,10 @@ class EndpointConfig:
         return f"endpoint {self.endpoint_id}"
 
 
-class EndpointWorker(JobPolling, CommandInbox):
+class EndpointWorker(JobPolling, ControlLoop):
     """Every call to one endpoint and its bucket, on its own threads; see the module docstring."""
+
+    down_errors = (CharpackError,)  # the jobs API or S3 stopped answering: probe it again
 
     def __init__(
         self,
@@ -192,18 +193,7 @@ class EndpointWorker(JobPolling, CommandInbox):
                     items.append(self.commands.get_nowait())
                 except queue.Empty:
                     break
-            if isinstance(items[-1], Close):
-                return
-            try:
-                self._step(items)
-            except AuthError as exc:
-                self.inbox.put(Unusable(self.name, str(exc)))
-                return
-            except CharpackError as exc:  # the endpoint stopped answering: probe it again
-                self._set_up(False, str(exc))
-            except Exception as exc:  # a bug must not silently stall the whole run
-                log.exception("%s: worker failed", self.config.label)
-                self.inbox.put(Unusable(self.name, redact(f"{self.config.label}: {exc!r}"), False))
+            if isinstance(items[-1], Close) or not self._turn(self._step, items):
                 return
 
     def _step(self, items: list[Any]) -> None:
