@@ -15,8 +15,10 @@ import re
 import secrets
 import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from tests.support.loopback import LoopbackServer
 
 GPU_TYPES = {
     "NVIDIA GeForce RTX 4090": {
@@ -46,16 +48,11 @@ class FakeRunPod:
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
         self._polls: dict[str, int] = {}
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self._thread.start()
+        self._server = LoopbackServer(_handler(self)).__enter__()
+        self.url = self._server.url
 
     def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self._thread.join(10)
+        self._server.__exit__()
 
     def ops(self) -> list[str]:
         return [c.operation for c in self.calls]

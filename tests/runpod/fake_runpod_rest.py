@@ -18,9 +18,11 @@ import re
 import secrets
 import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from tests.support.loopback import LoopbackServer, QuietHandler
 
 # Catalog entries as GET /v2/catalog/gpus lists them (prices: USD per GPU hour).
 GPUS = [
@@ -61,16 +63,11 @@ class FakeRunPodRest:
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self._thread.start()
+        self._server = LoopbackServer(_handler(self)).__enter__()
+        self.url = self._server.url
 
     def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self._thread.join(10)
+        self._server.__exit__()
 
     def calls(self, method: str | None = None) -> list[str]:
         return [f"{r.method} {r.path}" for r in self.requests if method in (None, r.method)]
@@ -206,10 +203,7 @@ def _problem(status: int, detail: str, errors: list[str] | None = None) -> tuple
 
 
 def _handler(fake: FakeRunPodRest) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-            pass
-
+    class Handler(QuietHandler):
         def _serve(self) -> None:
             length = int(self.headers.get("Content-Length", 0))
             raw = self.rfile.read(length) if length else b""

@@ -42,10 +42,12 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import requests
+
+from tests.support.loopback import LoopbackServer, QuietHandler
 
 Handler = Callable[[dict[str, Any]], dict[str, Any]]
 
@@ -149,21 +151,18 @@ class FakeServerless:
         self._lose = 0
         self._paused = False
         self._closing = False
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._request_handler())
-        self._server.daemon_threads = True
+        self._server = LoopbackServer(self._request_handler())
         self._threads = [
             threading.Thread(target=self._serve_jobs, args=(n,), name=f"fake-sls-{n}", daemon=True)
             for n in range(workers)
         ]
-        self._http = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     # -- the test's side -------------------------------------------------------------------
 
     @property
     def base_url(self) -> str:
         """What ``RUNPOD_ENDPOINT_BASE_URL`` points at (``…/v2``)."""
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}/v2"
+        return f"{self._server.url}/v2"
 
     @property
     def env(self) -> dict[str, str]:
@@ -171,7 +170,7 @@ class FakeServerless:
         return {"RUNPOD_ENDPOINT_BASE_URL": self.base_url, "RUNPOD_API_KEY": self.api_key}
 
     def __enter__(self) -> FakeServerless:
-        self._http.start()
+        self._server.__enter__()
         for thread in self._threads:
             thread.start()
         return self
@@ -183,8 +182,7 @@ class FakeServerless:
         with self._cond:
             self._closing = True
             self._cond.notify_all()
-        self._server.shutdown()
-        self._server.server_close()
+        self._server.__exit__()
         for thread in self._threads:
             thread.join(timeout=5)
 
@@ -400,9 +398,7 @@ class FakeServerless:
     def _request_handler(self) -> type[BaseHTTPRequestHandler]:
         fake = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
+        class Handler(QuietHandler):
             def _handle(self, method: str) -> None:
                 length = int(self.headers.get("content-length") or 0)
                 raw = self.rfile.read(length) if length else b""
@@ -414,20 +410,12 @@ class FakeServerless:
                     status, answer = fake._answer(
                         method, self.path, self.headers.get("authorization") or "", body
                     )
-                data = json.dumps(answer).encode()
-                self.send_response(status)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                self.reply(answer, status)
 
             def do_GET(self) -> None:  # noqa: N802 - http.server's naming
                 self._handle("GET")
 
             def do_POST(self) -> None:  # noqa: N802
                 self._handle("POST")
-
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-                pass
 
         return Handler
