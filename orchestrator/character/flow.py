@@ -51,7 +51,6 @@ class CheckResult:
     problems: list[Finding] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     faces: list[dict[str, Any]] = field(default_factory=list)  # the server's face counts
-    proposed_trigger: str | None = None
 
     def raise_for_problems(self) -> CheckResult:
         if self.problems:
@@ -81,7 +80,7 @@ def check_character(folder: CharacterFolder, *, client: ComfyClient | None) -> C
             f"token to bind the face to; add  trigger: {proposal} woman  (or man, person)"
         ]
     )
-    return CheckResult(pack, problems, warnings, faces, None if trigger else proposal)
+    return CheckResult(pack, problems, warnings, faces)
 
 
 BOOTSTRAP_FILE = "bootstrap.yaml"

@@ -29,7 +29,6 @@ from ..check.findings import Finding
 MIN_REFERENCES, MAX_REFERENCES = 3, 5
 MAX_BYTES = 10 * 1024 * 1024
 MIN_SHORT_SIDE = 512
-FORMATS = ("PNG", "JPEG", "WEBP")
 
 
 def check_references(paths: Sequence[Path]) -> list[Finding]:

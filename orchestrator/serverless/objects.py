@@ -12,7 +12,8 @@ Owns the keys (the one place they are spelled):
   file is uploaded once, whoever needs it.
 
 and :class:`ObjectStore`, the few bucket operations the worker and the orchestrator's backend
-need (head, upload a file or JSON, download a file, read JSON, list, delete). Credentials come from
+need (head, upload a file or JSON, download a file, read JSON or a streamed body, list; it deletes
+nothing: docs/serverless.md, "The bucket afterwards"). Credentials come from
 the environment only (:meth:`S3Config.from_env`), never from payloads, manifests or logs, and are
 registered for log redaction. It does not decide what to upload when (:mod:`.worker`, the
 backend) or check file contents against sidecars (the callers do, with the sha256 recorded here).
@@ -305,9 +306,3 @@ class ObjectStore:
             if not page.get("IsTruncated"):
                 return
             token = {"ContinuationToken": page["NextContinuationToken"]}
-
-    def delete(self, key: str) -> None:
-        try:
-            self._client.delete_object(Bucket=self.config.bucket, Key=key)
-        except Exception as exc:
-            raise self._error(exc, "DELETE", key) from exc
